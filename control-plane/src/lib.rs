@@ -1,0 +1,1 @@
+//! The control plane: stores, admin API, config compiler and broadcaster, usage ledger.
