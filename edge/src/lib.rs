@@ -1,1 +1,128 @@
-//! edge
+//! The edge: a stateless HTTP proxy that authenticates virtual keys, routes to providers and
+//! records usage, serving from an in-memory config swapped in atomically.
+
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod provider;
+pub mod proxy;
+pub mod record;
+pub mod relay;
+pub mod reload;
+pub mod server;
+pub mod state;
+pub mod upstream;
+pub mod usage;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{Edge, ServerLimits};
+use crate::upstream::ClientCache;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EdgeArgs {
+    /// Serve the config in this YAML file (standalone, no control plane).
+    #[arg(long, env = "LLMGW_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Validate the config file, print the result and exit.
+    #[arg(long, requires = "config")]
+    pub check: bool,
+    /// Client-facing HTTP address.
+    #[arg(long, env = "LLMGW_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Metrics and health address.
+    #[arg(long, env = "LLMGW_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    /// Requests with a larger body are refused with 413.
+    #[arg(long, env = "LLMGW_MAX_BODY_BYTES", default_value_t = 10 << 20)]
+    pub max_body_bytes: usize,
+    /// Milliseconds a client has to send its request head.
+    #[arg(long, env = "LLMGW_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// Milliseconds a client has to send its request body.
+    #[arg(long, env = "LLMGW_BODY_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_read_timeout_ms: u64,
+    /// Seconds in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "LLMGW_SHUTDOWN_GRACE", default_value_t = 30)]
+    pub shutdown_grace: u64,
+    /// How often the config file is checked for changes, in milliseconds.
+    #[arg(long, env = "LLMGW_RELOAD_POLL_MS", default_value_t = 2_000)]
+    pub reload_poll_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("no config source: pass --config FILE")]
+    NoSource,
+    #[error("{0}")]
+    Load(#[from] reload::LoadError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
+}
+
+/// Validates the config file without serving it.
+///
+/// # Errors
+/// The file's first problem.
+pub fn check(args: &EdgeArgs) -> Result<String, EdgeError> {
+    let path = args.config.as_ref().ok_or(EdgeError::NoSource)?;
+    let cfg = reload::load(path, 1, &ClientCache::default())?;
+    Ok(format!("{}: OK ({} models, {} keys)", path.display(), cfg.models.len(), cfg.keys.len()))
+}
+
+/// Runs the edge until `stop` is cancelled, then drains.
+///
+/// # Errors
+/// A config that does not load at start, or an address that cannot be bound.
+pub async fn run(args: EdgeArgs, stop: CancellationToken) -> Result<(), EdgeError> {
+    // A second install would fail, and the default provider is what the upstream client uses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let handle = metrics::install()?;
+    let edge = Arc::new(Edge::new(ServerLimits {
+        max_body_bytes: args.max_body_bytes,
+        body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
+    }));
+    let clients = ClientCache::default();
+    let path = args.config.clone().ok_or(EdgeError::NoSource)?;
+    let cfg = reload::load(&path, 1, &clients)?;
+    tracing::info!(file = %path.display(), keys = cfg.keys.len(), models = cfg.models.len(), "configuration loaded");
+    edge.publish(cfg);
+
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| EdgeError::Bind { addr, source })
+    };
+    let listener = bind(args.listen).await?;
+    let metrics_listener = bind(args.metrics_listen).await?;
+    let http = listener.local_addr().map_err(|source| EdgeError::Bind { addr: args.listen, source })?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .map_err(|source| EdgeError::Bind { addr: args.metrics_listen, source })?;
+    tracing::info!(http = %http, metrics = %metrics_addr, "edge listening");
+
+    let tasks = tokio_util::task::TaskTracker::new();
+    tasks.spawn(metrics::serve(metrics_listener, handle, edge.clone(), stop.clone()));
+    tasks.spawn(reload::watch(
+        path,
+        edge.clone(),
+        clients,
+        Duration::from_millis(args.reload_poll_ms),
+        stop.clone(),
+    ));
+    let opts = server::ServerOptions {
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+    };
+    server::serve(listener, edge, opts, stop).await;
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Provider adapters: how a request is built for, and an answer read from, each provider kind.
+
+pub mod openai;

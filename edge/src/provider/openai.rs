@@ -1,0 +1,81 @@
+//! OpenAI's wire format (also OpenAI-compatible servers: vLLM, Ollama, Groq, …).
+
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request};
+use http_body_util::Full;
+use llmgw_shared::pricing::Tokens;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::config::{Endpoint, Provider};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ProviderUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+impl ProviderUsage {
+    #[must_use]
+    pub fn tokens(u: &Self) -> Tokens {
+        Tokens {
+            input: u.prompt_tokens,
+            output: u.completion_tokens,
+            cached_input: u.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0),
+        }
+    }
+}
+
+/// A streamed chunk, read only for its usage; everything else is forwarded untouched.
+#[derive(Debug, Deserialize)]
+pub struct StreamChunk {
+    #[serde(default)]
+    pub usage: Option<ProviderUsage>,
+    #[serde(default)]
+    pub choices: Option<Vec<IgnoredAny>>,
+}
+
+/// A whole response, read only for its usage (and to check it is a JSON object at all).
+#[derive(Debug, Deserialize)]
+pub struct Completion {
+    #[serde(default)]
+    pub usage: Option<ProviderUsage>,
+}
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+
+/// The upstream request for an OpenAI-wire provider.
+///
+/// # Errors
+/// Only if the request cannot be assembled, which valid configs rule out.
+pub fn request(
+    provider: &Provider,
+    endpoint: Endpoint,
+    body: Bytes,
+    stream: bool,
+) -> Result<Request<Full<Bytes>>, http::Error> {
+    let mut b = Request::builder().method(Method::POST).uri(provider.uri(endpoint).clone());
+    if let Some(h) = b.headers_mut() {
+        h.insert(CONTENT_TYPE, JSON);
+        h.insert(ACCEPT, if stream { EVENT_STREAM } else { JSON });
+        if let Some(c) = provider.credential() {
+            h.insert(AUTHORIZATION, c.clone());
+        }
+        for (k, v) in &provider.headers {
+            h.insert(k.clone(), v.clone());
+        }
+    }
+    b.body(Full::new(body))
+}

@@ -1,0 +1,118 @@
+//! What the edge records when a request finishes: usage, metrics, and one access-log line.
+//! Never a secret or a prompt.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use llmgw_shared::pricing::{Tokens, cost_micro_usd};
+use llmgw_shared::proto::Pricing;
+
+use crate::config::KeyEntry;
+use crate::metrics as m;
+use crate::state::Edge;
+use crate::usage::UsageKey;
+
+/// The route a request took, once known.
+pub struct Routed {
+    pub model: Arc<str>,
+    pub provider: Arc<str>,
+    pub upstream_model: Arc<str>,
+    pub pricing: Option<Pricing>,
+}
+
+/// Finished exactly once: explicitly, or on drop when the client went away first (499).
+pub struct RequestRecord {
+    edge: Arc<Edge>,
+    done: bool,
+    pub request_id: HeaderValue,
+    pub start: Instant,
+    pub path: &'static str,
+    pub key: Option<Arc<KeyEntry>>,
+    pub routed: Option<Routed>,
+    pub stream: bool,
+    pub ttft: Option<Duration>,
+    pub tokens: Tokens,
+}
+
+impl RequestRecord {
+    pub fn new(edge: Arc<Edge>, request_id: HeaderValue, start: Instant, path: &'static str) -> Self {
+        metrics::gauge!(m::IN_FLIGHT).increment(1.0);
+        Self {
+            edge,
+            done: false,
+            request_id,
+            start,
+            path,
+            key: None,
+            routed: None,
+            stream: false,
+            ttft: None,
+            tokens: Tokens::default(),
+        }
+    }
+
+    /// Records the outcome. `error` is a fixed label (an error code), never free text.
+    pub fn finish(&mut self, status: u16, error: Option<&'static str>) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let edge = &*self.edge;
+        metrics::gauge!(m::IN_FLIGHT).decrement(1.0);
+        let elapsed = self.start.elapsed();
+        let cost = self.routed.as_ref().map_or(0, |r| cost_micro_usd(r.pricing.as_ref(), self.tokens));
+        if let (Some(k), Some(r)) = (&self.key, &self.routed) {
+            let key = UsageKey {
+                key_id: k.id.clone(),
+                project: k.project.clone(),
+                team: k.team.clone(),
+                model: r.model.clone(),
+                provider: r.provider.clone(),
+                upstream_model: r.upstream_model.clone(),
+            };
+            edge.usage.record(&key, self.tokens, cost, error.is_some() || status >= 400);
+        }
+        let (model, provider) = match &self.routed {
+            Some(r) => (r.model.to_string(), r.provider.to_string()),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        metrics::counter!(m::REQUESTS, "model" => model.clone(), "provider" => provider.clone(), "status" => status.to_string()).increment(1);
+        metrics::histogram!(m::REQUEST_DURATION, "model" => model.clone(), "provider" => provider.clone())
+            .record(elapsed.as_secs_f64());
+        if let Some(t) = self.ttft {
+            metrics::histogram!(m::TTFT, "model" => model.clone(), "provider" => provider.clone())
+                .record(t.as_secs_f64());
+        }
+        if self.routed.is_some() {
+            metrics::counter!(m::TOKENS, "model" => model.clone(), "provider" => provider.clone(), "direction" => "input").increment(self.tokens.input);
+            metrics::counter!(m::TOKENS, "model" => model.clone(), "provider" => provider.clone(), "direction" => "output").increment(self.tokens.output);
+            metrics::counter!(m::COST, "model" => model.clone(), "provider" => provider.clone())
+                .increment(cost);
+        }
+        tracing::info!(
+            target: "llmgw::access",
+            request_id = self.request_id.to_str().unwrap_or("-"),
+            path = self.path,
+            status,
+            error = error.unwrap_or(""),
+            key = self.key.as_ref().map_or("-", |k| &*k.name),
+            model = %model,
+            provider = %provider,
+            upstream_model = self.routed.as_ref().map_or("-", |r| &*r.upstream_model),
+            stream = self.stream,
+            input_tokens = self.tokens.input,
+            output_tokens = self.tokens.output,
+            cost_micro_usd = cost,
+            ttft_ms = self.ttft.map(|t| t.as_secs_f64() * 1e3),
+            duration_ms = elapsed.as_secs_f64() * 1e3,
+            "request"
+        );
+    }
+}
+
+impl Drop for RequestRecord {
+    fn drop(&mut self) {
+        // 499: nginx's "client closed request", the convention log pipelines know.
+        self.finish(499, Some("client_closed"));
+    }
+}

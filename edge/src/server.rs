@@ -1,0 +1,62 @@
+//! The client-facing HTTP server: HTTP/1.1 and HTTP/2, slow-client timeouts, graceful drain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::Edge;
+
+pub struct ServerOptions {
+    /// A client that has not sent its whole request head by then is disconnected, so
+    /// half-open connections cannot pile up.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests and streams may run after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+/// Accepts until `stop` is cancelled, then lets in-flight requests finish within the grace.
+pub async fn serve(listener: TcpListener, edge: Arc<Edge>, opts: ServerOptions, stop: CancellationToken) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(opts.header_read_timeout).keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning on the error.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let edge = edge.clone();
+        let svc = hyper::service::service_fn(move |req| crate::proxy::handle(edge.clone(), req));
+        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(grace_ms = opts.shutdown_grace.as_millis() as u64, "draining in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(opts.shutdown_grace) => tracing::warn!("shutdown grace elapsed; closing remaining connections"),
+    }
+}
