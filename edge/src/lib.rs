@@ -93,6 +93,7 @@ pub async fn run(args: EdgeArgs, stop: CancellationToken) -> Result<(), EdgeErro
     }));
     let clients = ClientCache::default();
     let path = args.config.clone().ok_or(EdgeError::NoSource)?;
+    let loaded = reload::stamp(&path);
     let cfg = reload::load(&path, 1, &clients)?;
     tracing::info!(file = %path.display(), keys = cfg.keys.len(), models = cfg.models.len(), "configuration loaded");
     edge.publish(cfg);
@@ -112,6 +113,7 @@ pub async fn run(args: EdgeArgs, stop: CancellationToken) -> Result<(), EdgeErro
     tasks.spawn(metrics::serve(metrics_listener, handle, edge.clone(), stop.clone()));
     tasks.spawn(reload::watch(
         path,
+        loaded,
         edge.clone(),
         clients,
         Duration::from_millis(args.reload_poll_ms),

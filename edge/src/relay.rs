@@ -132,11 +132,14 @@ impl SseRelay {
             None => {
                 return Next::Fail(
                     "upstream_closed",
-                    "the upstream closed the stream before it finished".into(),
+                    "the upstream closed the connection mid-stream, before the stream finished".into(),
                 );
             }
             Some(Err(e)) => {
-                return Next::Fail("upstream_read", format!("reading the upstream stream failed: {e}"));
+                return Next::Fail(
+                    "upstream_read",
+                    format!("the upstream connection failed mid-stream: {e}"),
+                );
             }
             Some(Ok(ev)) => ev,
         };

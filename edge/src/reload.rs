@@ -31,7 +31,12 @@ pub fn load(path: &Path, revision: u64, clients: &ClientCache) -> Result<EdgeCon
     Ok(EdgeConfig::build(&snapshot, &ctx, clients)?)
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+/// What "the file changed" is judged by: modification time and size.
+pub type Stamp = Option<(SystemTime, u64)>;
+
+/// Taken before the file is read, so a write that lands while it loads is noticed later.
+#[must_use]
+pub fn stamp(path: &Path) -> Stamp {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
 }
@@ -40,13 +45,14 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 /// `poll`). A file that fails to load is logged and the running config keeps serving.
 pub async fn watch(
     path: PathBuf,
+    loaded: Stamp,
     edge: Arc<Edge>,
     clients: ClientCache,
     poll: Duration,
     stop: CancellationToken,
 ) {
     let mut revision = edge.config().map_or(0, |c| c.revision);
-    let mut last = stamp(&path);
+    let mut last = loaded;
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
