@@ -1,1 +1,3 @@
-//! test harness
+//! Test harness for llmgw: mock providers for end-to-end tests and benchmarks.
+
+pub mod mock;
