@@ -107,7 +107,6 @@ pub async fn run(args: EdgeArgs, stop: CancellationToken) -> Result<(), EdgeErro
     let metrics_addr = metrics_listener
         .local_addr()
         .map_err(|source| EdgeError::Bind { addr: args.metrics_listen, source })?;
-    tracing::info!(http = %http, metrics = %metrics_addr, "edge listening");
 
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(metrics::serve(metrics_listener, handle, edge.clone(), stop.clone()));
@@ -119,6 +118,8 @@ pub async fn run(args: EdgeArgs, stop: CancellationToken) -> Result<(), EdgeErro
         Duration::from_millis(args.reload_poll_ms),
         stop.clone(),
     ));
+    // Logged once every handler (SIGHUP included) is in place: tests and scripts wait for it.
+    tracing::info!(http = %http, metrics = %metrics_addr, "edge listening");
     let opts = server::ServerOptions {
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),

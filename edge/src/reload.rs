@@ -43,9 +43,31 @@ pub fn stamp(path: &Path) -> Stamp {
 
 /// Re-reads the file on SIGHUP, or when its modification time or size changes (checked every
 /// `poll`). A file that fails to load is logged and the running config keeps serving.
-pub async fn watch(
+///
+/// The SIGHUP handler is installed when this is called, not when the future first runs: a
+/// SIGHUP before that would otherwise terminate the process (the signal's default action).
+pub fn watch(
     path: PathBuf,
     loaded: Stamp,
+    edge: Arc<Edge>,
+    clients: ClientCache,
+    poll: Duration,
+    stop: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading on file changes only");
+            None
+        }
+    };
+    watch_loop(path, loaded, hup, edge, clients, poll, stop)
+}
+
+async fn watch_loop(
+    path: PathBuf,
+    loaded: Stamp,
+    mut hup: Option<tokio::signal::unix::Signal>,
     edge: Arc<Edge>,
     clients: ClientCache,
     poll: Duration,
@@ -53,13 +75,6 @@ pub async fn watch(
 ) {
     let mut revision = edge.config().map_or(0, |c| c.revision);
     let mut last = loaded;
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading on file changes only");
-            None
-        }
-    };
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
