@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Sorted maps encode deterministically, so "did this resource change" is a byte comparison.
+    config.btree_map(["."]);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("llmgw_descriptor.bin"))
         .compile_with_config(config, &files, &[root])?;

@@ -113,34 +113,90 @@ pub struct KeyEntry {
     pub id: Arc<str>,
     pub name: Arc<str>,
     pub project: Option<Arc<str>>,
+    /// Set for keys that belong to a team directly; otherwise the project's team applies.
     pub team: Option<Arc<str>>,
-    /// Allowed aliases after intersecting key, project and team; `None` = all.
-    pub allowed: Option<Vec<Arc<str>>>,
+    /// The key's own allowed aliases; `None` = all.
+    pub models: Option<Vec<Arc<str>>>,
     pub revoked: bool,
     /// Unix seconds; 0 = never.
     pub expires_at: i64,
 }
 
+/// A team or project: what it allows.
+pub struct Scope {
+    /// A project's team.
+    pub team: Option<Arc<str>>,
+    pub models: Option<Vec<Arc<str>>>,
+}
+
+fn allowed(set: Option<&Vec<Arc<str>>>, model: &str) -> bool {
+    set.is_none_or(|a| a.iter().any(|m| &**m == model))
+}
+
 impl KeyEntry {
+    /// The key's team: its own, or its project's.
     #[must_use]
-    pub fn allows(&self, model: &str) -> bool {
-        self.allowed.as_ref().is_none_or(|a| a.iter().any(|m| &**m == model))
+    pub fn team(&self, cfg: &EdgeConfig) -> Option<Arc<str>> {
+        if self.team.is_some() {
+            return self.team.clone();
+        }
+        cfg.projects.get(self.project.as_deref()?)?.team.clone()
+    }
+
+    /// The alias is allowed by the key, its project and its team.
+    #[must_use]
+    pub fn allows(&self, cfg: &EdgeConfig, model: &str) -> bool {
+        if !allowed(self.models.as_ref(), model) {
+            return false;
+        }
+        let project = self.project.as_deref().and_then(|p| cfg.projects.get(p));
+        if project.is_some_and(|p| !allowed(p.models.as_ref(), model)) {
+            return false;
+        }
+        let team = self.team.as_deref().or_else(|| project.and_then(|p| p.team.as_deref()));
+        team.and_then(|t| cfg.teams.get(t)).is_none_or(|t| allowed(t.models.as_ref(), model))
     }
 }
 
-/// One applied configuration. Immutable; replaced whole with one `ArcSwap::store`.
+/// The small resource kinds as received, so a delta can rebuild what depends on them.
+#[derive(Clone, Default)]
+struct Sources {
+    providers: Vec<proto::Provider>,
+    models: Vec<proto::Model>,
+    teams: Vec<proto::Team>,
+    projects: Vec<proto::Project>,
+}
+
+fn upsert<T>(v: &mut Vec<T>, item: T, name: impl Fn(&T) -> &str) {
+    let n = name(&item).to_owned();
+    match v.iter_mut().find(|x| name(x) == n) {
+        Some(slot) => *slot = item,
+        None => v.push(item),
+    }
+}
+
+/// One applied configuration. Immutable; replaced whole with one `ArcSwap::store`. Keys live in
+/// persistent maps, so applying a one-key delta to a million keys costs O(log n), not a copy.
+#[derive(Clone, Default)]
 pub struct EdgeConfig {
     pub revision: u64,
     pub keys: imbl::HashMap<[u8; 32], Arc<KeyEntry>>,
+    key_hashes: imbl::HashMap<Arc<str>, [u8; 32]>,
     pub models: HashMap<Arc<str>, Arc<ModelRoute>>,
     /// Aliases in configuration order, for `GET /v1/models`.
     pub model_order: Vec<Arc<str>>,
+    pub teams: HashMap<Arc<str>, Arc<Scope>>,
+    pub projects: HashMap<Arc<str>, Arc<Scope>>,
+    sources: Sources,
 }
 
-/// Where `file:` credentials are read from and how `env:` ones are looked up.
+/// Where `file:` credentials are read from, how `env:` ones are looked up, and whether a
+/// resource that cannot be used fails the whole config (a file, checked before it serves) or is
+/// skipped with an error log (a stream from the control plane, which already validated it).
 pub struct ResolveCtx<'a> {
     pub base_dir: Option<&'a Path>,
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    pub strict: bool,
 }
 
 fn resolve_credential(c: &proto::Credential, ctx: &ResolveCtx<'_>) -> Result<String, String> {
@@ -174,11 +230,7 @@ fn provider_kind(k: i32) -> Result<ProviderKind, String> {
     })
 }
 
-fn build_provider(
-    p: &proto::Provider,
-    ctx: &ResolveCtx<'_>,
-    clients: &ClientCache,
-) -> Result<Provider, BuildError> {
+fn build_provider(p: &proto::Provider, ctx: &ResolveCtx<'_>, clients: &ClientCache) -> Result<Provider, BuildError> {
     let err = |reason: String| BuildError::Provider { provider: p.name.clone(), reason };
     let kind = provider_kind(p.kind).map_err(err)?;
     let mut credentials = Vec::with_capacity(p.credentials.len());
@@ -199,8 +251,7 @@ fn build_provider(
     let mut headers = Vec::with_capacity(p.headers.len());
     for (k, v) in &p.headers {
         let name = HeaderName::try_from(k.as_str()).map_err(|_| err(format!("bad header name {k:?}")))?;
-        let value =
-            HeaderValue::try_from(v.as_str()).map_err(|_| err(format!("bad value for header {k}")))?;
+        let value = HeaderValue::try_from(v.as_str()).map_err(|_| err(format!("bad value for header {k}")))?;
         headers.push((name, value));
     }
     let ms = |v: u64, default: u64| std::time::Duration::from_millis(if v == 0 { default } else { v });
@@ -220,85 +271,171 @@ fn model_set(s: Option<&proto::ModelSet>) -> Option<Vec<Arc<str>>> {
     s.map(|s| s.names.iter().map(|n| Arc::from(n.as_str())).collect())
 }
 
-/// Intersection of allowed-model sets, where `None` means "all".
-fn intersect(a: Option<Vec<Arc<str>>>, b: Option<Vec<Arc<str>>>) -> Option<Vec<Arc<str>>> {
-    match (a, b) {
-        (None, x) | (x, None) => x,
-        (Some(a), Some(b)) => Some(a.into_iter().filter(|m| b.contains(m)).collect()),
+/// In strict mode the first problem fails the build; otherwise it is logged and skipped.
+fn tolerate<T>(ctx: &ResolveCtx<'_>, r: Result<T, BuildError>) -> Result<Option<T>, BuildError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if ctx.strict => Err(e),
+        Err(e) => {
+            tracing::error!(error = %e, "skipping a resource this edge cannot use");
+            Ok(None)
+        }
     }
 }
 
 impl EdgeConfig {
     /// # Errors
-    /// A reference that does not resolve, or a credential that cannot be read.
-    pub fn build(
-        s: &proto::Snapshot,
+    /// In strict mode, a reference that does not resolve or a credential that cannot be read.
+    pub fn build(s: &proto::Snapshot, ctx: &ResolveCtx<'_>, clients: &ClientCache) -> Result<Self, BuildError> {
+        let wrap = |r: proto::resource::Resource| proto::Resource { resource: Some(r) };
+        use proto::resource::Resource as R;
+        let upserts: Vec<proto::Resource> = (s.providers.iter().cloned().map(R::Provider).map(wrap))
+            .chain(s.models.iter().cloned().map(R::Model).map(wrap))
+            .chain(s.teams.iter().cloned().map(R::Team).map(wrap))
+            .chain(s.projects.iter().cloned().map(R::Project).map(wrap))
+            .chain(s.keys.iter().cloned().map(R::Key).map(wrap))
+            .collect();
+        Self::default().apply(s.revision, &upserts, &[], ctx, clients)
+    }
+
+    /// This config with a delta applied, sharing everything the delta did not touch.
+    ///
+    /// # Errors
+    /// As [`EdgeConfig::build`].
+    pub fn apply_delta(&self, d: &proto::Delta, ctx: &ResolveCtx<'_>, clients: &ClientCache) -> Result<Self, BuildError> {
+        self.apply(d.revision, &d.upserts, &d.deletes, ctx, clients)
+    }
+
+    fn apply(
+        &self,
+        revision: u64,
+        upserts: &[proto::Resource],
+        deletes: &[proto::ResourceRef],
         ctx: &ResolveCtx<'_>,
         clients: &ClientCache,
     ) -> Result<Self, BuildError> {
-        let mut providers = HashMap::with_capacity(s.providers.len());
-        for p in &s.providers {
-            providers.insert(p.name.as_str(), Arc::new(build_provider(p, ctx, clients)?));
-        }
-        let mut models = HashMap::with_capacity(s.models.len());
-        let mut model_order = Vec::with_capacity(s.models.len());
-        for m in &s.models {
-            let err = |reason: String| BuildError::Model { model: m.name.clone(), reason };
-            if m.targets.is_empty() {
-                return Err(err("has no targets".into()));
+        use proto::ResourceKind as K;
+        use proto::resource::Resource as R;
+        let mut next = self.clone();
+        next.revision = revision;
+        let (mut routes_changed, mut scopes_changed) = (false, false);
+        for d in deletes {
+            match K::try_from(d.kind) {
+                Ok(K::Provider) => next.sources.providers.retain(|p| p.name != d.name),
+                Ok(K::Model) => next.sources.models.retain(|m| m.name != d.name),
+                Ok(K::Team) => next.sources.teams.retain(|t| t.name != d.name),
+                Ok(K::Project) => next.sources.projects.retain(|p| p.name != d.name),
+                Ok(K::Key) => {
+                    if let Some(h) = next.key_hashes.remove(d.name.as_str()) {
+                        next.keys.remove(&h);
+                    }
+                }
+                _ => {}
             }
+            routes_changed |= matches!(K::try_from(d.kind), Ok(K::Provider | K::Model));
+            scopes_changed |= matches!(K::try_from(d.kind), Ok(K::Team | K::Project));
+        }
+        for u in upserts {
+            match &u.resource {
+                Some(R::Provider(p)) => upsert(&mut next.sources.providers, p.clone(), |p| &p.name),
+                Some(R::Model(m)) => upsert(&mut next.sources.models, m.clone(), |m| &m.name),
+                Some(R::Team(t)) => upsert(&mut next.sources.teams, t.clone(), |t| &t.name),
+                Some(R::Project(p)) => upsert(&mut next.sources.projects, p.clone(), |p| &p.name),
+                Some(R::Key(k)) => {
+                    if let Some((hash, entry)) = tolerate(ctx, key_entry(k))? {
+                        if let Some(old) = next.key_hashes.insert(entry.id.clone(), hash)
+                            && old != hash
+                        {
+                            next.keys.remove(&old);
+                        }
+                        next.keys.insert(hash, Arc::new(entry));
+                    }
+                }
+                None => {}
+            }
+            routes_changed |= matches!(u.resource, Some(R::Provider(_) | R::Model(_)));
+            scopes_changed |= matches!(u.resource, Some(R::Team(_) | R::Project(_)));
+        }
+        if routes_changed {
+            next.rebuild_routes(ctx, clients)?;
+        }
+        if scopes_changed {
+            next.rebuild_scopes(ctx)?;
+        }
+        Ok(next)
+    }
+
+    fn rebuild_routes(&mut self, ctx: &ResolveCtx<'_>, clients: &ClientCache) -> Result<(), BuildError> {
+        let mut providers = HashMap::with_capacity(self.sources.providers.len());
+        for p in &self.sources.providers {
+            if let Some(built) = tolerate(ctx, build_provider(p, ctx, clients))? {
+                providers.insert(p.name.as_str(), Arc::new(built));
+            }
+        }
+        self.models = HashMap::with_capacity(self.sources.models.len());
+        self.model_order = Vec::with_capacity(self.sources.models.len());
+        for m in &self.sources.models {
+            let err = |reason: String| BuildError::Model { model: m.name.clone(), reason };
             let mut targets = Vec::with_capacity(m.targets.len());
             for t in &m.targets {
-                let provider = providers
-                    .get(t.provider.as_str())
-                    .ok_or_else(|| err(format!("no provider named {:?}", t.provider)))?;
-                targets.push(Target {
-                    provider: provider.clone(),
-                    model: t.model.as_str().into(),
-                    pricing: t.pricing,
-                });
+                let provider = providers.get(t.provider.as_str()).ok_or_else(|| err(format!("no provider named {:?}", t.provider)));
+                if let Some(provider) = tolerate(ctx, provider)? {
+                    targets.push(Target { provider: provider.clone(), model: t.model.as_str().into(), pricing: t.pricing });
+                }
+            }
+            if targets.is_empty() {
+                tolerate::<()>(ctx, Err(err("has no usable targets".into())))?;
+                continue;
             }
             let name: Arc<str> = m.name.as_str().into();
-            model_order.push(name.clone());
-            models.insert(name.clone(), Arc::new(ModelRoute { name, targets }));
+            self.model_order.push(name.clone());
+            self.models.insert(name.clone(), Arc::new(ModelRoute { name, targets }));
         }
-        let teams: HashMap<&str, &proto::Team> = s.teams.iter().map(|t| (t.name.as_str(), t)).collect();
-        let projects: HashMap<&str, &proto::Project> =
-            s.projects.iter().map(|p| (p.name.as_str(), p)).collect();
-        let mut keys = imbl::HashMap::new();
-        for k in &s.keys {
-            let err = |reason: String| BuildError::Key { key: k.name.clone(), reason };
-            let hash: [u8; 32] = k
-                .secret_sha256
-                .as_slice()
-                .try_into()
-                .map_err(|_| err("secret hash is not 32 bytes".into()))?;
-            let (project, team_name) = if k.project.is_empty() {
-                (None, k.team.as_str())
-            } else {
-                let p = projects
-                    .get(k.project.as_str())
-                    .ok_or_else(|| err(format!("no project named {:?}", k.project)))?;
-                (Some(*p), p.team.as_str())
-            };
-            let team = teams.get(team_name).ok_or_else(|| err(format!("no team named {team_name:?}")))?;
-            let allowed = intersect(
-                intersect(model_set(k.models.as_ref()), project.and_then(|p| model_set(p.models.as_ref()))),
-                model_set(team.models.as_ref()),
-            );
-            keys.insert(
-                hash,
-                Arc::new(KeyEntry {
-                    id: k.id.as_str().into(),
-                    name: k.name.as_str().into(),
-                    project: project.map(|p| p.name.as_str().into()),
-                    team: Some(team.name.as_str().into()),
-                    allowed,
-                    revoked: k.revoked,
-                    expires_at: k.expires_at_unix,
-                }),
-            );
-        }
-        Ok(Self { revision: s.revision, keys, models, model_order })
+        Ok(())
     }
+
+    fn rebuild_scopes(&mut self, ctx: &ResolveCtx<'_>) -> Result<(), BuildError> {
+        self.teams = self
+            .sources
+            .teams
+            .iter()
+            .map(|t| (Arc::from(t.name.as_str()), Arc::new(Scope { team: None, models: model_set(t.models.as_ref()) })))
+            .collect();
+        let mut projects = HashMap::with_capacity(self.sources.projects.len());
+        for p in &self.sources.projects {
+            let team = if self.teams.contains_key(p.team.as_str()) {
+                Ok(p.team.as_str())
+            } else {
+                Err(BuildError::Key { key: format!("project {}", p.name), reason: format!("no team named {:?}", p.team) })
+            };
+            if let Some(team) = tolerate(ctx, team)? {
+                let scope = Scope { team: Some(team.into()), models: model_set(p.models.as_ref()) };
+                projects.insert(Arc::from(p.name.as_str()), Arc::new(scope));
+            }
+        }
+        self.projects = projects;
+        Ok(())
+    }
+}
+
+fn key_entry(k: &proto::Key) -> Result<([u8; 32], KeyEntry), BuildError> {
+    let hash: [u8; 32] = k
+        .secret_sha256
+        .as_slice()
+        .try_into()
+        .map_err(|_| BuildError::Key { key: k.name.clone(), reason: "secret hash is not 32 bytes".into() })?;
+    let opt = |s: &str| (!s.is_empty()).then(|| Arc::from(s));
+    let id = if k.id.is_empty() { &k.name } else { &k.id };
+    Ok((
+        hash,
+        KeyEntry {
+            id: id.as_str().into(),
+            name: k.name.as_str().into(),
+            project: opt(&k.project),
+            team: opt(&k.team),
+            models: model_set(k.models.as_ref()),
+            revoked: k.revoked,
+            expires_at: k.expires_at_unix,
+        },
+    ))
 }

@@ -13,6 +13,7 @@ pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod state;
+pub mod sync;
 pub mod upstream;
 pub mod usage;
 
@@ -31,6 +32,12 @@ pub struct EdgeArgs {
     /// Serve the config in this YAML file (standalone, no control plane).
     #[arg(long, env = "LLMGW_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Follow these control planes (comma-separated gRPC URLs) for config.
+    #[arg(long, env = "LLMGW_CONTROL_PLANE", value_delimiter = ',', conflicts_with = "config")]
+    pub control_plane: Vec<String>,
+    /// This edge's id in the control plane's listings; default: host name and a random suffix.
+    #[arg(long, env = "LLMGW_EDGE_ID")]
+    pub edge_id: Option<String>,
     /// Validate the config file, print the result and exit.
     #[arg(long, requires = "config")]
     pub check: bool,
@@ -59,7 +66,7 @@ pub struct EdgeArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
-    #[error("no config source: pass --config FILE")]
+    #[error("no config source: pass --config FILE or --control-plane URL")]
     NoSource,
     #[error("{0}")]
     Load(#[from] reload::LoadError),
@@ -92,11 +99,19 @@ pub async fn run(args: EdgeArgs, stop: CancellationToken) -> Result<(), EdgeErro
         body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
     }));
     let clients = ClientCache::default();
-    let path = args.config.clone().ok_or(EdgeError::NoSource)?;
-    let loaded = reload::stamp(&path);
-    let cfg = reload::load(&path, 1, &clients)?;
-    tracing::info!(file = %path.display(), keys = cfg.keys.len(), models = cfg.models.len(), "configuration loaded");
-    edge.publish(cfg);
+    // Standalone: the file must load before anything is served. With a control plane: serve
+    // (503 on /readyz) until the first snapshot arrives.
+    let file = match &args.config {
+        Some(path) => {
+            let loaded = reload::stamp(path);
+            let cfg = reload::load(path, 1, &clients)?;
+            tracing::info!(file = %path.display(), keys = cfg.keys.len(), models = cfg.models.len(), "configuration loaded");
+            edge.publish(cfg);
+            Some((path.clone(), loaded))
+        }
+        None if args.control_plane.is_empty() => return Err(EdgeError::NoSource),
+        None => None,
+    };
 
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr).await.map_err(|source| EdgeError::Bind { addr, source })
@@ -109,15 +124,24 @@ pub async fn run(args: EdgeArgs, stop: CancellationToken) -> Result<(), EdgeErro
         .map_err(|source| EdgeError::Bind { addr: args.metrics_listen, source })?;
 
     let tasks = tokio_util::task::TaskTracker::new();
-    tasks.spawn(metrics::serve(metrics_listener, handle, edge.clone(), stop.clone()));
-    tasks.spawn(reload::watch(
-        path,
-        loaded,
-        edge.clone(),
-        clients,
-        Duration::from_millis(args.reload_poll_ms),
-        stop.clone(),
-    ));
+    let ready_edge = edge.clone();
+    let ready = Arc::new(move || ready_edge.ready());
+    tasks.spawn(llmgw_shared::ops::serve(metrics_listener, handle, ready, stop.clone()));
+    match file {
+        Some((path, loaded)) => {
+            let poll = Duration::from_millis(args.reload_poll_ms);
+            tasks.spawn(reload::watch(path, loaded, edge.clone(), clients, poll, stop.clone()));
+        }
+        None => {
+            let opts = sync::SyncOptions {
+                endpoints: args.control_plane.clone(),
+                edge_id: args.edge_id.clone().unwrap_or_else(default_edge_id),
+                token: std::env::var("LLMGW_EDGE_TOKEN").ok().filter(|t| !t.is_empty()),
+            };
+            tracing::info!(edge_id = %opts.edge_id, "config from the control plane");
+            tasks.spawn(sync::run(opts, edge.clone(), clients, stop.clone()));
+        }
+    }
     // Logged once every handler (SIGHUP included) is in place: tests and scripts wait for it.
     tracing::info!(http = %http, metrics = %metrics_addr, "edge listening");
     let opts = server::ServerOptions {
@@ -128,4 +152,10 @@ pub async fn run(args: EdgeArgs, stop: CancellationToken) -> Result<(), EdgeErro
     tasks.close();
     tasks.wait().await;
     Ok(())
+}
+
+fn default_edge_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_default();
+    let suffix = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    if host.is_empty() { format!("edge-{suffix}") } else { format!("{host}-{suffix}") }
 }

@@ -1,22 +1,9 @@
-//! Prometheus metrics, and the metrics/health listener.
+//! The edge's Prometheus metrics.
 //!
 //! Labels are aliases and provider names from the config, or fixed error codes: never a string a
 //! client typed, so cardinality is bounded by the config.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-use crate::state::Edge;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 pub const REQUESTS: &str = "llmgw_requests_total";
 pub const REQUEST_DURATION: &str = "llmgw_request_duration_seconds";
@@ -28,31 +15,17 @@ pub const CONFIG_REVISION: &str = "llmgw_config_revision";
 pub const CONFIG_RELOAD_FAILURES: &str = "llmgw_config_reload_failures_total";
 pub const IN_FLIGHT: &str = "llmgw_requests_in_flight";
 
-#[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
-    #[error("cannot install the metrics recorder: {0}")]
-    Install(String),
-}
+pub use llmgw_shared::ops::MetricsError;
 
-/// Installs the global recorder once per process; later calls (`llmgw dev` runs several roles in
-/// one process) reuse the first handle.
+/// Installs the process's recorder (shared with the control plane under `llmgw dev`) and
+/// describes the edge's metrics.
 ///
 /// # Errors
-/// When another recorder was installed by someone else.
+/// When a recorder of another kind was installed first.
 pub fn install() -> Result<PrometheusHandle, MetricsError> {
-    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
-    if let Some(h) = HANDLE.get() {
-        return Ok(h.clone());
-    }
-    let latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &latency)
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(TTFT.into()), &latency))
-        .map_err(|e| MetricsError::Install(e.to_string()))?
-        .install_recorder()
-        .map_err(|e| MetricsError::Install(e.to_string()))?;
+    let handle = llmgw_shared::ops::install_metrics()?;
     describe();
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    Ok(handle)
 }
 
 fn describe() {
@@ -68,54 +41,3 @@ fn describe() {
     describe_gauge!(IN_FLIGHT, "Requests being served.");
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` until `stop` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    handle: PrometheusHandle,
-    edge: Arc<Edge>,
-    stop: CancellationToken,
-) {
-    loop {
-        let (stream, _) = tokio::select! {
-            () = stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener accept failed");
-                    continue;
-                }
-            },
-        };
-        let (handle, edge) = (handle.clone(), edge.clone());
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let resp = respond(&req, &handle, &edge);
-                async move { Ok::<_, Infallible>(resp) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
-}
-
-fn respond(req: &Request<Incoming>, handle: &PrometheusHandle, edge: &Edge) -> Response<Full<Bytes>> {
-    let (status, body) = match req.uri().path() {
-        "/metrics" => (StatusCode::OK, handle.render()),
-        "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
-        "/readyz" if edge.ready() => (StatusCode::OK, "ready\n".to_owned()),
-        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "no configuration applied yet\n".to_owned()),
-        _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
-    };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp
-}
-
-/// Binds the metrics listener.
-///
-/// # Errors
-/// When the address cannot be bound.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}

@@ -129,7 +129,7 @@ fn list_models(edge: &Edge, headers: &http::HeaderMap) -> Result<Resp, ApiError>
     let data: Vec<_> = cfg
         .model_order
         .iter()
-        .filter(|m| key.allows(m))
+        .filter(|m| key.allows(&cfg, m))
         .map(|m| serde_json::json!({ "id": &**m, "object": "model", "created": 0, "owned_by": "llmgw" }))
         .collect();
     let body = serde_json::json!({ "object": "list", "data": data });
@@ -176,11 +176,12 @@ async fn proxy(
     let cfg: Arc<EdgeConfig> = edge.config().ok_or(ApiError::NotReady)?;
     let key = authenticate(&cfg, req.headers())?;
     let rec = record.as_mut().ok_or(ApiError::NotReady)?;
+    rec.team = key.team(&cfg);
     rec.key = Some(key.clone());
     let bytes = read_body(req, edge).await?;
     let body = RequestBody::parse(&bytes)?;
     let route = cfg.models.get(&*body.model).ok_or_else(|| ApiError::UnknownModel(truncate(&body.model)))?;
-    if !key.allows(&route.name) {
+    if !key.allows(&cfg, &route.name) {
         return Err(ApiError::ModelNotAllowed(route.name.to_string()));
     }
     // Routing strategies and fallback arrive with their own issue; for now the first target.

@@ -27,7 +27,7 @@ pub fn load(path: &Path, revision: u64, clients: &ClientCache) -> Result<EdgeCon
     let mut snapshot = configfile::load(path)?;
     snapshot.revision = revision;
     let env = |k: &str| std::env::var(k).ok();
-    let ctx = ResolveCtx { base_dir: path.parent(), env: &env };
+    let ctx = ResolveCtx { base_dir: path.parent(), env: &env, strict: true };
     Ok(EdgeConfig::build(&snapshot, &ctx, clients)?)
 }
 

@@ -3,6 +3,7 @@
 
 pub mod configfile;
 pub mod keys;
+pub mod ops;
 pub mod pricing;
 pub mod telemetry;
 

@@ -1,0 +1,139 @@
+//! Following a control plane: one task owns the WatchConfig stream, applies each update off the
+//! request path, publishes it with one atomic swap, and reports the revision it applied. It
+//! reconnects with jittered backoff to any of the given control planes, and the edge keeps
+//! serving its last config meanwhile (static stability).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use llmgw_shared::proto::sync_client::SyncClient;
+use llmgw_shared::proto::{AckConfigRequest, WatchConfigRequest, config_update};
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::{EdgeConfig, ResolveCtx};
+use crate::state::Edge;
+use crate::upstream::ClientCache;
+
+/// A config snapshot of a million keys is large; the default 4 MiB message limit is not.
+const MAX_MESSAGE: usize = 1 << 30;
+
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub endpoints: Vec<String>,
+    pub edge_id: String,
+    /// Sent as `authorization: Bearer` when the control plane requires one (LLMGW_EDGE_TOKEN).
+    pub token: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("bad control-plane URL {0:?}")]
+    Url(String),
+    #[error("connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Status(#[from] tonic::Status),
+    #[error("the control plane sent a delta before any snapshot")]
+    DeltaFirst,
+    #[error("config rejected: {0}")]
+    Build(#[from] crate::config::BuildError),
+    #[error("config task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+pub async fn run(opts: SyncOptions, edge: Arc<Edge>, clients: ClientCache, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    let mut next = rand::rng().random_range(0..opts.endpoints.len().max(1));
+    loop {
+        let Some(url) = opts.endpoints.get(next % opts.endpoints.len().max(1)).cloned() else { return };
+        next += 1;
+        let outcome = tokio::select! {
+            () = stop.cancelled() => return,
+            r = session(&url, &opts, &edge, &clients) => r,
+        };
+        match outcome {
+            // A session that got as far as applying something resets the backoff.
+            Ok(true) => backoff = Duration::from_millis(100),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(control_plane = %url, error = %e, "config stream lost; serving the last config"),
+        }
+        let jitter = rand::rng().random_range(0.5..1.5);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn connect(url: &str) -> Result<Channel, SessionError> {
+    let ep = Endpoint::from_shared(url.to_owned()).map_err(|_| SessionError::Url(url.to_owned()))?;
+    Ok(ep
+        .connect_timeout(Duration::from_secs(3))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .connect()
+        .await?)
+}
+
+/// One stream's life; `Ok(applied_any)` when the stream ended cleanly.
+async fn session(url: &str, opts: &SyncOptions, edge: &Arc<Edge>, clients: &ClientCache) -> Result<bool, SessionError> {
+    let channel = connect(url).await?;
+    let token = opts.token.as_ref().and_then(|t| format!("Bearer {t}").parse::<tonic::metadata::MetadataValue<_>>().ok());
+    let mut client = SyncClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        if let Some(t) = &token {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
+        Ok(req)
+    })
+    .max_decoding_message_size(MAX_MESSAGE);
+    let known = edge.config().map_or(0, |c| c.revision);
+    let req = WatchConfigRequest {
+        edge_id: opts.edge_id.clone(),
+        known_revision: known,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let mut stream = client.watch_config(req).await?.into_inner();
+    tracing::info!(control_plane = %url, known_revision = known, "following the control plane");
+    let mut applied_any = false;
+    while let Some(update) = stream.message().await? {
+        let current = edge.config();
+        let have = current.as_ref().map_or(0, |c| c.revision);
+        let revision = match update.update {
+            // Revisions are the store's, global across replicas: anything not newer than what
+            // this edge has is already reflected in it (a replica that lags behind another).
+            Some(config_update::Update::Snapshot(s)) if s.revision > have || current.is_none() => {
+                let clients = clients.clone();
+                let built = tokio::task::spawn_blocking(move || {
+                    let env = |k: &str| std::env::var(k).ok();
+                    EdgeConfig::build(&s, &ResolveCtx { base_dir: None, env: &env, strict: false }, &clients)
+                })
+                .await??;
+                let rev = built.revision;
+                tracing::info!(revision = rev, keys = built.keys.len(), models = built.models.len(), "snapshot applied");
+                edge.publish(built);
+                rev
+            }
+            Some(config_update::Update::Delta(d)) if d.revision > have => {
+                let current = current.ok_or(SessionError::DeltaFirst)?;
+                let clients = clients.clone();
+                let built = tokio::task::spawn_blocking(move || {
+                    let env = |k: &str| std::env::var(k).ok();
+                    current.apply_delta(&d, &ResolveCtx { base_dir: None, env: &env, strict: false }, &clients)
+                })
+                .await??;
+                let rev = built.revision;
+                tracing::debug!(revision = rev, "delta applied");
+                edge.publish(built);
+                rev
+            }
+            _ => have,
+        };
+        applied_any = true;
+        client.ack_config(AckConfigRequest { edge_id: opts.edge_id.clone(), applied_revision: revision }).await?;
+    }
+    Ok(applied_any)
+}
