@@ -9,7 +9,7 @@ use crate::proto;
 
 use super::locate::Index;
 use super::names::{check_alias, check_name, check_upstream_model, did_you_mean};
-use super::{ConfigError, raw, rfc3339};
+use super::{ConfigError, CredentialRefs, ParseOptions, raw, rfc3339};
 
 /// Defaults written into the snapshot, so every consumer sees the same values.
 const DEFAULT_TIMEOUT_MS: u64 = 600_000;
@@ -22,9 +22,15 @@ pub(super) type Result<T> = std::result::Result<T, ConfigError>;
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// See [`super::parse`]; `base` is the directory relative `file:` references are read from.
-pub(super) fn parse(text: &str, file: &str, base: Option<&Path>, env: Env<'_>) -> Result<proto::Snapshot> {
+pub(super) fn parse(
+    text: &str,
+    file: &str,
+    base: Option<&Path>,
+    env: Env<'_>,
+    options: &ParseOptions,
+) -> Result<proto::Snapshot> {
     let index = Index::build(text, file)?;
-    let reader = Reader { file, index, base, env };
+    let reader = Reader { file, index, base, env, credentials: options.credentials };
     let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| reader.yaml_error(&e))?;
     if value.is_null() {
         return Err(reader.err("", "the file is empty; it needs at least `version: 1`"));
@@ -41,6 +47,8 @@ pub(super) struct Reader<'a> {
     /// Where relative `file:` references are read from; `None`: the current directory.
     pub(super) base: Option<&'a Path>,
     pub(super) env: Env<'a>,
+    /// Whether provider credential references must resolve here.
+    pub(super) credentials: CredentialRefs,
 }
 
 /// The names each kind of resource defines, for checking references.

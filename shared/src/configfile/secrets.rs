@@ -8,7 +8,7 @@ use crate::keys::hash_secret;
 use crate::proto::{self, credential::Source};
 
 use super::read::{Reader, Result};
-use super::{SEALED_PLACEHOLDER, raw};
+use super::{CredentialRefs, SEALED_PLACEHOLDER, raw};
 
 /// 12: enough for an operator to tell keys apart (`sk-llmgw-` + 3), far too little to guess one.
 const SECRET_PREFIX_LEN: usize = 12;
@@ -18,8 +18,19 @@ impl Reader<'_> {
     pub(super) fn credential(&self, at: &str, c: &raw::Credential) -> Result<proto::Credential> {
         let source = match (&c.env, &c.file, &c.value, &c.sealed) {
             (Some(var), None, None, None) => {
-                self.env_var(&format!("{at}.env"), var)?;
+                match self.credentials {
+                    CredentialRefs::Check => {
+                        self.env_var(&format!("{at}.env"), var)?;
+                    }
+                    CredentialRefs::Keep => self.env_var_name(&format!("{at}.env"), var)?,
+                }
                 Some(Source::Env(var.clone()))
+            }
+            (None, Some(file), None, None) if self.credentials == CredentialRefs::Keep => {
+                if file.is_empty() {
+                    return Err(self.err(&format!("{at}.file"), "must not be empty"));
+                }
+                Some(Source::File(file.clone()))
             }
             (None, Some(file), None, None) => {
                 let path = self.read_file(&format!("{at}.file"), file)?.0;
@@ -54,14 +65,20 @@ impl Reader<'_> {
 
     /// The value of an environment variable that must be set and not blank.
     fn env_var(&self, at: &str, name: &str) -> Result<String> {
-        if name.is_empty() || name.contains(['=', '\0']) {
-            return Err(self.err(at, format!("invalid environment variable name \"{name}\"")));
-        }
+        self.env_var_name(at, name)?;
         match (self.env)(name) {
             Some(value) if !value.trim().is_empty() => Ok(value),
             Some(_) => Err(self.err(at, format!("environment variable {name} is empty"))),
             None => Err(self.err(at, format!("environment variable {name} is not set"))),
         }
+    }
+
+    /// Checks the form of an environment variable's name.
+    fn env_var_name(&self, at: &str, name: &str) -> Result<()> {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(self.err(at, format!("invalid environment variable name \"{name}\"")));
+        }
+        Ok(())
     }
 
     /// Reads a `file:` reference, relative to the config file's directory; returns the path

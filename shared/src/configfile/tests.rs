@@ -490,3 +490,37 @@ providers:
     let s = parse_ok(text);
     assert_eq!((s.providers[1].name.as_str(), s.providers[1].timeout_ms), ("b", 1000));
 }
+
+#[test]
+fn kept_credential_refs_need_not_resolve_here() {
+    let keep = ParseOptions { credentials: CredentialRefs::Keep };
+    let text = example_with(
+        "credentials: []",
+        "credentials: [{ env: NOT_SET_HERE }, { file: secrets/upstream }, { sealed: <redacted> }]",
+    );
+    let s = parse_with(&text, "llmgw.yaml", &env, &keep).unwrap_or_else(|e| panic!("{e}"));
+    let sources: Vec<_> = s.providers[1].credentials.iter().map(|c| c.source.clone()).collect();
+    assert_eq!(
+        sources,
+        [Some(Source::Env("NOT_SET_HERE".into())), Some(Source::File("secrets/upstream".into())), None]
+    );
+    // Key secrets are still resolved and hashed.
+    assert_eq!(s.keys[0].secret_sha256, hash_secret(RANKER_SECRET));
+    let text = example_with("env: LLMGW_KEY_RANKER", "env: LLMGW_KEY_NONE");
+    let err = parse_with(&text, "llmgw.yaml", &env, &keep).unwrap_err();
+    assert_eq!(err.path, "keys[0].secret.env");
+    // The form is still checked.
+    let text = example_with("env: OPENAI_API_KEY", "env: 'A=B'");
+    let err = parse_with(&text, "llmgw.yaml", &env, &keep).unwrap_err();
+    assert_eq!(err.path, "providers[0].credentials[0].env");
+    let text = example_with("env: OPENAI_API_KEY", "file: ''");
+    let err = parse_with(&text, "llmgw.yaml", &env, &keep).unwrap_err();
+    assert_eq!(err.path, "providers[0].credentials[0].file");
+}
+
+#[test]
+fn times_parse_and_format() {
+    assert_eq!(parse_time("2027-01-01T00:00:00Z"), Some(1_798_761_600));
+    assert_eq!(format_time(1_798_761_600).as_deref(), Some("2027-01-01T00:00:00Z"));
+    assert_eq!(parse_time("yesterday"), None);
+}
