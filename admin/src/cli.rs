@@ -20,7 +20,7 @@ pub struct AdminArgs {
     /// The control plane's gRPC endpoint (http:// or https://).
     #[arg(long, global = true, env = "LLMGW_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
     pub endpoint: String,
-    /// The admin token, sent as `authorization: Bearer TOKEN`.
+    /// The admin token, sent as `authorization: Bearer TOKEN` (of a comma-separated list, the first).
     #[arg(long, global = true, env = "LLMGW_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// A PEM file of CA certificates to trust for an https:// endpoint, besides the public roots.
@@ -37,7 +37,7 @@ impl AdminArgs {
     pub(crate) fn connection(&self) -> Connection {
         Connection {
             endpoint: self.endpoint.clone(),
-            token: self.token.clone().filter(|t| !t.is_empty()),
+            token: self.token.as_deref().and_then(first_token),
             ca_cert: self.ca_cert.clone(),
         }
     }
@@ -179,6 +179,12 @@ pub struct AuditArgs {
     pub since: Option<i64>,
 }
 
+/// The token to send. `llmgw control-plane` reads `LLMGW_ADMIN_TOKEN` as a comma-separated list
+/// (to rotate tokens), so in an environment set up for it the CLI sends the first entry.
+fn first_token(value: &str) -> Option<String> {
+    value.split(',').map(str::trim).find(|t| !t.is_empty()).map(str::to_owned)
+}
+
 fn non_empty(s: &str) -> Result<String, String> {
     let s = s.trim();
     if s.is_empty() { Err("a model name cannot be empty".to_owned()) } else { Ok(s.to_owned()) }
@@ -305,6 +311,14 @@ mod tests {
         let t = since("1h").unwrap();
         assert!((now as i64 - 3600 - t).abs() <= 2, "{t}");
         assert!(since("last tuesday").unwrap_err().contains("RFC 3339"));
+    }
+
+    #[test]
+    fn the_token_is_the_first_of_a_list() {
+        assert_eq!(first_token("abc").as_deref(), Some("abc"));
+        assert_eq!(first_token(" new , old").as_deref(), Some("new"));
+        assert_eq!(first_token(""), None);
+        assert_eq!(first_token(" , "), None);
     }
 
     #[test]
