@@ -1,5 +1,7 @@
 //! `llmgw`: one binary, four roles. Only parses the command line and hands off to the crates.
 
+mod dev;
+
 use clap::{Parser, Subcommand};
 use llmgw_shared::telemetry::{LogFormat, init_logging};
 use tokio_util::sync::CancellationToken;
@@ -16,8 +18,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Control plane and one edge in one process, on the embedded store: a gateway in one command.
+    Dev(dev::DevArgs),
+    /// Run a control plane: admin API, config store, config streaming to edges.
+    ControlPlane(llmgw_control_plane::ControlPlaneArgs),
     /// Run an edge: the HTTP proxy that serves client traffic.
     Edge(llmgw_edge::EdgeArgs),
+    /// Manage a control plane: apply config, keys, usage, edges, audit.
+    Admin(llmgw_admin::AdminArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,10 +38,35 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Edge(args) => runtime()?.block_on(async {
-            let stop = shutdown_signal();
-            llmgw_edge::run(args, stop).await?;
+            llmgw_edge::run(args, shutdown_signal()).await?;
             Ok(())
         }),
+        Command::ControlPlane(args) => runtime()?.block_on(async {
+            llmgw_control_plane::run(args, secrets_from_env(), shutdown_signal()).await?;
+            Ok(())
+        }),
+        Command::Dev(args) => runtime()?.block_on(async { dev::run(args, shutdown_signal()).await }),
+        Command::Admin(args) => {
+            if let Err(e) = runtime()?.block_on(llmgw_admin::run(args)) {
+                eprintln!("error: {e}");
+                std::process::exit(e.exit_code());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn env_list(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn secrets_from_env() -> llmgw_control_plane::Secrets {
+    llmgw_control_plane::Secrets {
+        admin_tokens: env_list("LLMGW_ADMIN_TOKEN"),
+        edge_tokens: env_list("LLMGW_EDGE_TOKEN"),
+        master_key: std::env::var("LLMGW_MASTER_KEY").ok().filter(|k| !k.is_empty()),
     }
 }
 

@@ -67,6 +67,50 @@ impl Llmgw {
 
     /// Starts `llmgw ARGS` with JSON logs, and waits for its "edge listening" line.
     pub async fn spawn(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Self {
+        Self::spawn_until(args, env, dir, "edge listening", "http").await
+    }
+
+    /// `llmgw control-plane ARGS` on free ports; `http` is then the gRPC address.
+    pub async fn control_plane(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut all = vec!["control-plane", "--metrics-listen", "127.0.0.1:0"];
+        if !args.contains(&"--grpc-listen") {
+            all.extend_from_slice(&["--grpc-listen", "127.0.0.1:0"]);
+        }
+        all.extend_from_slice(args);
+        let mut me = Self::spawn_until(&all, env, tmp.path(), "control plane listening", "grpc").await;
+        me._tmp = Some(tmp);
+        me
+    }
+
+    /// `llmgw edge --control-plane URLS` on free ports, waiting until it applied a config.
+    pub async fn edge_of(control_planes: &[&Llmgw], extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let urls: Vec<String> = control_planes.iter().map(|c| c.grpc_url()).collect();
+        let urls = urls.join(",");
+        let mut all = vec!["edge", "--control-plane", &urls, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+        all.extend_from_slice(extra);
+        let mut me = Self::spawn_until(&all, env, tmp.path(), "edge listening", "http").await;
+        me._tmp = Some(tmp);
+        me.wait_ready().await;
+        me
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// Waits until `/readyz` says 200.
+    pub async fn wait_ready(&self) {
+        let url = format!("http://{}/readyz", self.metrics);
+        crate::assert_eventually!(
+            reqwest::get(&url).await.is_ok_and(|r| r.status() == 200),
+            PATIENCE,
+            "{url} never became ready"
+        );
+    }
+
+    async fn spawn_until(args: &[&str], env: &[(&str, &str)], dir: &Path, ready: &str, addr_field: &str) -> Self {
         let mut cmd = Command::new(bin());
         cmd.args(["--log-format", "json"]).args(args).current_dir(dir);
         cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -100,8 +144,8 @@ impl Llmgw {
             dir: dir.to_path_buf(),
             _tmp: None,
         };
-        let line = me.wait_log(|l| l["message"] == "edge listening").await;
-        me.http = line["http"].as_str().unwrap().parse().unwrap();
+        let line = me.wait_log(|l| l["message"] == ready).await;
+        me.http = line[addr_field].as_str().unwrap().parse().unwrap();
         me.metrics = line["metrics"].as_str().unwrap().parse().unwrap();
         me
     }
@@ -148,6 +192,13 @@ impl Llmgw {
                 }
             }
         }
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
     pub fn pid(&self) -> u32 {
@@ -209,4 +260,31 @@ pub async fn run_python(script: &str, env: &[(&str, &str)]) -> String {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{script} failed:\n{text}");
     text
+}
+
+/// What `llmgw admin …` did.
+pub struct AdminRun {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl AdminRun {
+    pub fn json(&self) -> serde_json::Value {
+        assert!(self.ok, "admin command failed: {}", self.stderr);
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs `llmgw admin --endpoint URL --token TOKEN ARGS`.
+pub async fn admin(endpoint: &str, token: &str, args: &[&str]) -> AdminRun {
+    let mut cmd = Command::new(bin());
+    cmd.args(["admin", "--endpoint", endpoint, "--token", token]).args(args);
+    cmd.env_remove("LLMGW_ADMIN_TOKEN").env_remove("LLMGW_ENDPOINT").stdin(Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output()).await.expect("admin timed out").unwrap();
+    AdminRun {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }

@@ -3,7 +3,11 @@
 mod fixtures;
 mod harness;
 
+mod admin_cli;
+mod cluster;
+mod dev;
 mod edge_errors;
 mod edge_ops;
 mod edge_proxy;
+mod scale;
 mod sdk_openai;

@@ -1,0 +1,135 @@
+//! The edge-facing gRPC service: config streams and applied-revision acks.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use llmgw_shared::proto::sync_server::Sync;
+use llmgw_shared::proto::{
+    self, AckConfigRequest, AckConfigResponse, ConfigUpdate, Resource, UsageAck, UsageReport, WatchConfigRequest,
+    config_update, credential::Source, resource,
+};
+use tokio::sync::{broadcast, mpsc};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::broadcast::{Broadcaster, Start, Update};
+use crate::edges::Registry;
+use crate::seal::MasterKey;
+use crate::view::View;
+
+pub struct SyncService {
+    pub broadcaster: Arc<Broadcaster>,
+    pub registry: Arc<Registry>,
+    pub master_key: Option<Arc<MasterKey>>,
+}
+
+/// Edges get credentials they can use: sealed values are opened here, so edges never need the
+/// master key (the sync channel must then be trusted: TLS or a private network).
+fn for_edge(mut r: Resource, key: Option<&MasterKey>) -> Resource {
+    if let Some(resource::Resource::Provider(p)) = &mut r.resource {
+        for c in &mut p.credentials {
+            if let Some(Source::Sealed(s)) = &c.source {
+                c.source = match key.map(|k| k.open(s)) {
+                    Some(Ok(v)) => Some(Source::Value(v)),
+                    Some(Err(e)) => {
+                        tracing::error!(provider = %p.name, error = %e, "cannot open a sealed credential");
+                        None
+                    }
+                    None => {
+                        tracing::error!(provider = %p.name, "a sealed credential needs LLMGW_MASTER_KEY");
+                        None
+                    }
+                };
+            }
+        }
+    }
+    r
+}
+
+fn snapshot(view: &View, key: Option<&MasterKey>) -> ConfigUpdate {
+    ConfigUpdate { update: Some(config_update::Update::Snapshot(view.snapshot(|r| for_edge(r, key)))) }
+}
+
+fn delta(d: &proto::Delta, key: Option<&MasterKey>) -> ConfigUpdate {
+    let mut d = d.clone();
+    d.upserts = d.upserts.into_iter().map(|r| for_edge(r, key)).collect();
+    ConfigUpdate { update: Some(config_update::Update::Delta(d)) }
+}
+
+type Updates = Pin<Box<dyn Stream<Item = Result<ConfigUpdate, Status>> + Send>>;
+type Acks = Pin<Box<dyn Stream<Item = Result<UsageAck, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Sync for SyncService {
+    type WatchConfigStream = Updates;
+    type ReportUsageStream = Acks;
+
+    async fn watch_config(&self, req: Request<WatchConfigRequest>) -> Result<Response<Updates>, Status> {
+        let req = req.into_inner();
+        if req.edge_id.is_empty() {
+            return Err(Status::invalid_argument("edge_id is required"));
+        }
+        let (tx, rx) = mpsc::channel::<Result<ConfigUpdate, Status>>(16);
+        let (bc, registry, key) = (self.broadcaster.clone(), self.registry.clone(), self.master_key.clone());
+        let mut updates = bc.subscribe();
+        registry.connected(&req.edge_id, &req.version).await;
+        tokio::spawn(async move {
+            let key = key.as_deref();
+            let mut sent = match bc.start_for(req.known_revision as i64) {
+                Start::Snapshot(view) => {
+                    let rev = view.revision;
+                    if tx.send(Ok(snapshot(&view, key))).await.is_err() {
+                        registry.disconnected(&req.edge_id).await;
+                        return;
+                    }
+                    rev
+                }
+                Start::Deltas(deltas, rev) => {
+                    for d in deltas {
+                        if tx.send(Ok(delta(&d, key))).await.is_err() {
+                            registry.disconnected(&req.edge_id).await;
+                            return;
+                        }
+                    }
+                    rev
+                }
+            };
+            loop {
+                let msg = tokio::select! {
+                    () = tx.closed() => break,
+                    m = updates.recv() => m,
+                };
+                let out = match msg {
+                    Ok(Update::Delta(d)) if d.revision as i64 > sent => {
+                        sent = d.revision as i64;
+                        delta(&d, key)
+                    }
+                    Ok(Update::Delta(_)) => continue,
+                    // Fell behind or the view was rebuilt: start over from a snapshot.
+                    Ok(Update::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let view = bc.view();
+                        sent = view.revision;
+                        snapshot(&view, key)
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if tx.send(Ok(out)).await.is_err() {
+                    break;
+                }
+            }
+            registry.disconnected(&req.edge_id).await;
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn ack_config(&self, req: Request<AckConfigRequest>) -> Result<Response<AckConfigResponse>, Status> {
+        let req = req.into_inner();
+        self.registry.applied(&req.edge_id, req.applied_revision).await;
+        Ok(Response::new(AckConfigResponse {}))
+    }
+
+    async fn report_usage(&self, _req: Request<Streaming<UsageReport>>) -> Result<Response<Acks>, Status> {
+        // The usage ledger arrives with the cluster-wide budgets work.
+        Err(Status::unimplemented("usage reporting is not available in this version"))
+    }
+}
