@@ -98,6 +98,20 @@ async fn session(url: &str, opts: &SyncOptions, edge: &Arc<Edge>, clients: &Clie
     };
     let mut stream = client.watch_config(req).await?.into_inner();
     tracing::info!(control_plane = %url, known_revision = known, "following the control plane");
+    // Acks go out from their own task, newest revision only: a burst of deltas (a large apply
+    // arrives as many transactions) is applied at full speed and acknowledged once.
+    let (applied_tx, mut applied_rx) = tokio::sync::watch::channel(0u64);
+    let (mut acker, edge_id) = (client.clone(), opts.edge_id.clone());
+    let acks = tokio::spawn(async move {
+        while applied_rx.changed().await.is_ok() {
+            let applied_revision = *applied_rx.borrow_and_update();
+            let req = AckConfigRequest { edge_id: edge_id.clone(), applied_revision };
+            if let Err(e) = acker.ack_config(req).await {
+                tracing::debug!(error = %e, "config ack failed");
+            }
+        }
+    });
+    let _abort_acks = AbortOnDrop(acks);
     let mut applied_any = false;
     while let Some(update) = stream.message().await? {
         let current = edge.config();
@@ -133,7 +147,15 @@ async fn session(url: &str, opts: &SyncOptions, edge: &Arc<Edge>, clients: &Clie
             _ => have,
         };
         applied_any = true;
-        client.ack_config(AckConfigRequest { edge_id: opts.edge_id.clone(), applied_revision: revision }).await?;
+        applied_tx.send_replace(revision);
     }
     Ok(applied_any)
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
