@@ -41,12 +41,17 @@ fn secret(env: &str, file: &Path, generate: impl FnOnce() -> String) -> anyhow::
 }
 
 pub async fn run(args: DevArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let token_file = args.data_dir.join("admin-token");
     let (admin_token, new_token) = secret("LLMGW_ADMIN_TOKEN", &token_file, || {
         format!("llmgw-admin-{}", llmgw_control_plane::seal::MasterKey::generate_hex())
     })?;
-    let (master_key, _) = secret("LLMGW_MASTER_KEY", &args.data_dir.join("master-key"), llmgw_control_plane::seal::MasterKey::generate_hex)?;
+    let (master_key, _) = secret(
+        "LLMGW_MASTER_KEY",
+        &args.data_dir.join("master-key"),
+        llmgw_control_plane::seal::MasterKey::generate_hex,
+    )?;
     let cp_args = llmgw_control_plane::ControlPlaneArgs {
         store: llmgw_control_plane::StoreKind::Embedded,
         data_dir: args.data_dir.clone(),
@@ -64,7 +69,8 @@ pub async fn run(args: DevArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let cp = llmgw_control_plane::start(cp_args, secrets, stop.clone()).await?;
     if let Some(path) = &args.config {
         let desired = llmgw_shared::configfile::load(path)?;
-        let applied = cp.apply(desired, "dev --config").await.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        let applied =
+            cp.apply(desired, "dev --config").await.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
         tracing::info!(file = %path.display(), changes = applied.changes.len(), "seeded from the config file");
     }
     let grpc = cp.grpc;

@@ -7,8 +7,8 @@ use llmgw_shared::keys::{SECRET_PREFIX, hash_secret};
 use llmgw_shared::proto::admin_server::Admin;
 use llmgw_shared::proto::{
     self, ApplyRequest, ApplyResponse, Change, CreateKeyRequest, CreateKeyResponse, GetRequest, GetResponse,
-    ListAuditRequest, ListAuditResponse, ListEdgesRequest, ListEdgesResponse, Resource, ResourceKind, RevokeKeyRequest,
-    RevokeKeyResponse, UsageRequest, UsageResponse, credential::Source, resource,
+    ListAuditRequest, ListAuditResponse, ListEdgesRequest, ListEdgesResponse, Resource, ResourceKind,
+    RevokeKeyRequest, RevokeKeyResponse, UsageRequest, UsageResponse, credential::Source, resource,
 };
 use rand::Rng;
 use tonic::{Request, Response, Status};
@@ -225,16 +225,25 @@ impl AdminService {
         let res = Resource { resource: Some(resource::Resource::Key(key.clone())) };
         let skey = layout::store_key(ResourceKind::Key, &key.id);
         let idx = format!("{}{}", layout::KEY_NAMES, key.name).into_bytes();
-        let absent = |k: &[u8]| Compare { key: k.to_vec(), op: CompareOp::Equal, target: CompareTarget::CreateRevision(0) };
+        let absent = |k: &[u8]| Compare {
+            key: k.to_vec(),
+            op: CompareOp::Equal,
+            target: CompareTarget::CreateRevision(0),
+        };
         let write = Write {
-            change: Change { action: "create".into(), kind: ResourceKind::Key as i32, name: key.name.clone() },
+            change: Change {
+                action: "create".into(),
+                kind: ResourceKind::Key as i32,
+                name: key.name.clone(),
+            },
             compares: vec![absent(&skey), absent(&idx)],
             ops: vec![
                 Op::Put { key: skey, value: layout::encode(&res), lease: 0 },
                 Op::Put { key: idx, value: key.id.clone().into_bytes(), lease: 0 },
             ],
         };
-        let audit = audit::record(&who, "key.create", &format!("key {}", key.name), String::new(), doc(Some(&res)));
+        let audit =
+            audit::record(&who, "key.create", &format!("key {}", key.name), String::new(), doc(Some(&res)));
         let revision = match self.commit(vec![write], audit).await {
             Err(s) if s.code() == tonic::Code::Aborted => {
                 return Err(Status::already_exists(format!("a key named {:?} already exists", key.name)));
@@ -249,8 +258,9 @@ impl AdminService {
         let who = actor(&req);
         let req = req.into_inner();
         let view = self.broadcaster.view();
-        let (key, mod_revision) =
-            view.key(&req.name_or_id).ok_or_else(|| Status::not_found(format!("no key named {:?}", req.name_or_id)))?;
+        let (key, mod_revision) = view
+            .key(&req.name_or_id)
+            .ok_or_else(|| Status::not_found(format!("no key named {:?}", req.name_or_id)))?;
         let mut key = key.clone();
         let revision = if key.revoked {
             mod_revision
@@ -260,18 +270,33 @@ impl AdminService {
             let after = Resource { resource: Some(resource::Resource::Key(key.clone())) };
             let skey = layout::store_key(ResourceKind::Key, &key.id);
             let write = Write {
-                change: Change { action: "update".into(), kind: ResourceKind::Key as i32, name: key.name.clone() },
-                compares: vec![Compare { key: skey.clone(), op: CompareOp::Equal, target: CompareTarget::ModRevision(mod_revision) }],
+                change: Change {
+                    action: "update".into(),
+                    kind: ResourceKind::Key as i32,
+                    name: key.name.clone(),
+                },
+                compares: vec![Compare {
+                    key: skey.clone(),
+                    op: CompareOp::Equal,
+                    target: CompareTarget::ModRevision(mod_revision),
+                }],
                 ops: vec![Op::Put { key: skey, value: layout::encode(&after), lease: 0 }],
             };
-            let audit = audit::record(&who, "key.revoke", &format!("key {}", key.name), doc(Some(&before)), doc(Some(&after)));
+            let audit = audit::record(
+                &who,
+                "key.revoke",
+                &format!("key {}", key.name),
+                doc(Some(&before)),
+                doc(Some(&after)),
+            );
             let r = self.commit(vec![write], audit).await?;
             tracing::info!(actor = %who, key = %key.name, revision = r, "key revoked");
             r
         };
         let (mut applied, mut total) = (0, 0);
         if req.wait {
-            let patience = Duration::from_millis(if req.wait_timeout_ms == 0 { 10_000 } else { req.wait_timeout_ms });
+            let patience =
+                Duration::from_millis(if req.wait_timeout_ms == 0 { 10_000 } else { req.wait_timeout_ms });
             (applied, total) = self
                 .registry
                 .wait_applied(revision as u64, patience)
@@ -298,14 +323,20 @@ impl Admin for AdminService {
         r.map(Response::new)
     }
 
-    async fn create_key(&self, req: Request<CreateKeyRequest>) -> Result<Response<CreateKeyResponse>, Status> {
+    async fn create_key(
+        &self,
+        req: Request<CreateKeyRequest>,
+    ) -> Result<Response<CreateKeyResponse>, Status> {
         let start = Instant::now();
         let r = AdminService::create_key(self, req).await;
         observe("create_key", start, &r);
         r.map(Response::new)
     }
 
-    async fn revoke_key(&self, req: Request<RevokeKeyRequest>) -> Result<Response<RevokeKeyResponse>, Status> {
+    async fn revoke_key(
+        &self,
+        req: Request<RevokeKeyRequest>,
+    ) -> Result<Response<RevokeKeyResponse>, Status> {
         let start = Instant::now();
         let r = AdminService::revoke_key(self, req).await;
         observe("revoke_key", start, &r);
@@ -318,19 +349,28 @@ impl Admin for AdminService {
         Ok(Response::new(UsageResponse { rows: vec![] }))
     }
 
-    async fn list_edges(&self, _req: Request<ListEdgesRequest>) -> Result<Response<ListEdgesResponse>, Status> {
+    async fn list_edges(
+        &self,
+        _req: Request<ListEdgesRequest>,
+    ) -> Result<Response<ListEdgesResponse>, Status> {
         let start = Instant::now();
         let r = self
             .registry
             .list()
             .await
-            .map(|edges| ListEdgesResponse { edges, revision: self.broadcaster.view().config_revision.max(0) as u64 })
+            .map(|edges| ListEdgesResponse {
+                edges,
+                revision: self.broadcaster.view().config_revision.max(0) as u64,
+            })
             .map_err(|e| Status::unavailable(e.to_string()));
         observe("list_edges", start, &r);
         r.map(Response::new)
     }
 
-    async fn list_audit(&self, req: Request<ListAuditRequest>) -> Result<Response<ListAuditResponse>, Status> {
+    async fn list_audit(
+        &self,
+        req: Request<ListAuditRequest>,
+    ) -> Result<Response<ListAuditResponse>, Status> {
         let start = Instant::now();
         let r = audit::list(&*self.store, req.get_ref().since_unix)
             .await

@@ -41,7 +41,7 @@ impl TokenCheck {
             .map(|t| t.trim().to_owned())
             .ok_or_else(|| Status::unauthenticated(format!("missing {} token", self.what)))?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if !self.digests.iter().any(|d| *d == digest) {
+        if !self.digests.contains(&digest) {
             return Err(Status::unauthenticated(format!("invalid {} token", self.what)));
         }
         req.extensions_mut().insert(Actor(Self::token_id(&token)));

@@ -50,7 +50,11 @@ impl Broadcaster {
         let (updates, _) = broadcast::channel(4096);
         let (revision, _) = watch::channel(0);
         Arc::new(Self {
-            shared: RwLock::new(Shared { view: View::default(), window: VecDeque::new(), window_floor: i64::MAX }),
+            shared: RwLock::new(Shared {
+                view: View::default(),
+                window: VecDeque::new(),
+                window_floor: i64::MAX,
+            }),
             updates,
             revision,
         })

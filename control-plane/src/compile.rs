@@ -43,7 +43,11 @@ pub struct Write {
 
 fn guard(key: &[u8], stored: Option<&Stored>) -> Compare {
     match stored {
-        Some(s) => Compare { key: key.to_vec(), op: CompareOp::Equal, target: CompareTarget::ModRevision(s.mod_revision) },
+        Some(s) => Compare {
+            key: key.to_vec(),
+            op: CompareOp::Equal,
+            target: CompareTarget::ModRevision(s.mod_revision),
+        },
         None => Compare { key: key.to_vec(), op: CompareOp::Equal, target: CompareTarget::CreateRevision(0) },
     }
 }
@@ -51,13 +55,20 @@ fn guard(key: &[u8], stored: Option<&Stored>) -> Compare {
 /// Seals `value:` credentials; a placeholder (no source) keeps the stored credential at its
 /// position; a value equal to the stored one keeps the stored ciphertext so re-applying the same
 /// file is not a change.
-fn seal_provider(p: &mut proto::Provider, current: Option<&proto::Provider>, key: Option<&MasterKey>) -> Result<(), CompileError> {
+fn seal_provider(
+    p: &mut proto::Provider,
+    current: Option<&proto::Provider>,
+    key: Option<&MasterKey>,
+) -> Result<(), CompileError> {
     for (i, c) in p.credentials.iter_mut().enumerate() {
         let stored = current.and_then(|cur| cur.credentials.get(i));
         match &c.source {
             None => {
                 *c = stored.cloned().ok_or_else(|| {
-                    invalid(format!("provider {}: credentials[{i}] is a placeholder but nothing is stored there", p.name))
+                    invalid(format!(
+                        "provider {}: credentials[{i}] is a placeholder but nothing is stored there",
+                        p.name
+                    ))
                 })?;
             }
             Some(Source::Value(v)) => {
@@ -119,8 +130,12 @@ pub fn validate(state: &BTreeMap<(i32, String), Resource>) -> Result<(), Compile
             .filter_map(|(_, r)| layout::kind_of(r).map(|(_, n)| n))
             .collect()
     };
-    let (providers, models, teams, projects) =
-        (names(ResourceKind::Provider), names(ResourceKind::Model), names(ResourceKind::Team), names(ResourceKind::Project));
+    let (providers, models, teams, projects) = (
+        names(ResourceKind::Provider),
+        names(ResourceKind::Model),
+        names(ResourceKind::Team),
+        names(ResourceKind::Project),
+    );
     let check_models = |owner: &str, set: &Option<proto::ModelSet>| -> Result<(), CompileError> {
         for m in set.iter().flat_map(|s| &s.names) {
             if !models.contains(m.as_str()) {
@@ -217,13 +232,21 @@ pub fn plan_apply(
         }
         let key = layout::store_key(kind, name);
         let mut w = Write {
-            change: Change { action: if stored.is_some() { "update" } else { "create" }.into(), kind: kind as i32, name: display_name(r, name) },
+            change: Change {
+                action: if stored.is_some() { "update" } else { "create" }.into(),
+                kind: kind as i32,
+                name: display_name(r, name),
+            },
             compares: vec![guard(&key, stored)],
             ops: vec![Op::Put { key, value: layout::encode(r), lease: 0 }],
         };
         if let (None, Some(resource::Resource::Key(k))) = (stored, &r.resource) {
             let idx = format!("{}{}", layout::KEY_NAMES, k.name).into_bytes();
-            w.compares.push(Compare { key: idx.clone(), op: CompareOp::Equal, target: CompareTarget::CreateRevision(0) });
+            w.compares.push(Compare {
+                key: idx.clone(),
+                op: CompareOp::Equal,
+                target: CompareTarget::CreateRevision(0),
+            });
             w.ops.push(Op::Put { key: idx, value: k.id.clone().into_bytes(), lease: 0 });
         }
         writes.push(w);
@@ -236,7 +259,11 @@ pub fn plan_apply(
             let kind = ResourceKind::try_from(id.0).unwrap_or(ResourceKind::Unspecified);
             let key = layout::store_key(kind, &id.1);
             let mut w = Write {
-                change: Change { action: "delete".into(), kind: id.0, name: display_name(&s.resource, &id.1) },
+                change: Change {
+                    action: "delete".into(),
+                    kind: id.0,
+                    name: display_name(&s.resource, &id.1),
+                },
                 compares: vec![guard(&key, Some(s))],
                 ops: vec![Op::Delete { key }],
             };
@@ -266,7 +293,9 @@ pub async fn commit(store: &dyn Store, writes: Vec<Write>, extra: Vec<Op>) -> Re
     let mut revision = 0;
     let mut txn = Txn { success: extra, ..Default::default() };
     for w in writes {
-        if txn.success.len() + txn.compares.len() + w.ops.len() + w.compares.len() > MAX_TXN_OPS && !txn.success.is_empty() {
+        if txn.success.len() + txn.compares.len() + w.ops.len() + w.compares.len() > MAX_TXN_OPS
+            && !txn.success.is_empty()
+        {
             revision = run(store, std::mem::take(&mut txn)).await?;
         }
         txn.compares.extend(w.compares);

@@ -84,7 +84,10 @@ impl Registry {
         let edge_id = info.edge_id.clone();
         let r = self
             .store
-            .txn(Txn { success: vec![Op::Put { key, value: info.encode_to_vec(), lease: self.lease_id() }], ..Default::default() })
+            .txn(Txn {
+                success: vec![Op::Put { key, value: info.encode_to_vec(), lease: self.lease_id() }],
+                ..Default::default()
+            })
             .await?;
         if let Some(l) = self.local().get_mut(&edge_id) {
             l.written_at = r.revision;
@@ -147,7 +150,11 @@ impl Registry {
         // Delete only our own registration: the edge may already be registered by another replica.
         let key = format!("{}{edge_id}", layout::EDGES).into_bytes();
         let txn = Txn {
-            compares: vec![Compare { key: key.clone(), op: CompareOp::Equal, target: CompareTarget::ModRevision(written_at) }],
+            compares: vec![Compare {
+                key: key.clone(),
+                op: CompareOp::Equal,
+                target: CompareTarget::ModRevision(written_at),
+            }],
             success: vec![Op::Delete { key }],
             failure: vec![],
         };

@@ -44,7 +44,12 @@ pub struct ControlPlaneArgs {
     #[arg(long, env = "LLMGW_DATA_DIR", default_value = "llmgw-data")]
     pub data_dir: PathBuf,
     /// etcd client URLs, comma-separated.
-    #[arg(long, env = "LLMGW_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    #[arg(
+        long,
+        env = "LLMGW_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
     pub etcd_endpoints: Vec<String>,
     /// gRPC address for the admin API and edge sync.
     #[arg(long, env = "LLMGW_GRPC_LISTEN", default_value = "0.0.0.0:7070")]
@@ -100,12 +105,19 @@ pub async fn open_store(args: &ControlPlaneArgs) -> Result<Arc<dyn Store>, Store
             std::fs::create_dir_all(&args.data_dir).map_err(|e| StoreError::Other(e.to_string()))?;
             Arc::new(store::embedded::EmbeddedStore::open(&args.data_dir.join("state.redb"))?)
         }
-        StoreKind::Etcd => Arc::new(store::etcd::EtcdStore::connect(&args.etcd_endpoints, &store::etcd::EtcdOptions::default()).await?),
+        StoreKind::Etcd => Arc::new(
+            store::etcd::EtcdStore::connect(&args.etcd_endpoints, &store::etcd::EtcdOptions::default())
+                .await?,
+        ),
     })
 }
 
 fn host_name() -> String {
-    std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).ok().filter(|s| !s.is_empty()).unwrap_or_else(|| format!("cp-{}", compile::new_id()))
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("cp-{}", compile::new_id()))
 }
 
 /// A started control plane: where it listens, and the task that ends when it stops.
@@ -121,7 +133,11 @@ pub struct Running {
 ///
 /// # Errors
 /// A missing admin token, a bad master key, a store that cannot be opened or a port in use.
-pub async fn start(args: ControlPlaneArgs, secrets: Secrets, stop: CancellationToken) -> Result<Running, ControlPlaneError> {
+pub async fn start(
+    args: ControlPlaneArgs,
+    secrets: Secrets,
+    stop: CancellationToken,
+) -> Result<Running, ControlPlaneError> {
     if secrets.admin_tokens.is_empty() {
         return Err(ControlPlaneError::NoAdminToken);
     }
@@ -145,11 +161,19 @@ pub async fn start(args: ControlPlaneArgs, secrets: Secrets, stop: CancellationT
     };
     let grpc_listener = bind(args.grpc_listen).await?;
     let metrics_listener = bind(args.metrics_listen).await?;
-    let grpc = grpc_listener.local_addr().map_err(|source| ControlPlaneError::Bind { addr: args.grpc_listen, source })?;
-    let metrics_addr =
-        metrics_listener.local_addr().map_err(|source| ControlPlaneError::Bind { addr: args.metrics_listen, source })?;
+    let grpc = grpc_listener
+        .local_addr()
+        .map_err(|source| ControlPlaneError::Bind { addr: args.grpc_listen, source })?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .map_err(|source| ControlPlaneError::Bind { addr: args.metrics_listen, source })?;
     let bc = broadcaster.clone();
-    tasks.spawn(llmgw_shared::ops::serve(metrics_listener, handle, Arc::new(move || bc.ready()), stop.clone()));
+    tasks.spawn(llmgw_shared::ops::serve(
+        metrics_listener,
+        handle,
+        Arc::new(move || bc.ready()),
+        stop.clone(),
+    ));
 
     let admin_check = TokenCheck::new(&secrets.admin_tokens, "admin");
     let edge_check = TokenCheck::new(&secrets.edge_tokens, "edge");
@@ -167,19 +191,16 @@ pub async fn start(args: ControlPlaneArgs, secrets: Secrets, stop: CancellationT
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(15)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(
-            InterceptedService::new(
-                AdminServer::new(admin.clone())
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE),
-                move |r| admin_check.check(r),
-            ),
-        )
-        .add_service(
-            InterceptedService::new(SyncServer::new(sync).max_encoding_message_size(MAX_MESSAGE), move |r| {
-                edge_check.check(r)
-            }),
-        )
+        .add_service(InterceptedService::new(
+            AdminServer::new(admin.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            move |r| admin_check.check(r),
+        ))
+        .add_service(InterceptedService::new(
+            SyncServer::new(sync).max_encoding_message_size(MAX_MESSAGE),
+            move |r| edge_check.check(r),
+        ))
         .add_service(reflection);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
     let stop2 = stop.clone();
@@ -207,7 +228,11 @@ impl Running {
         actor: &str,
     ) -> Result<llmgw_shared::proto::ApplyResponse, tonic::Status> {
         use llmgw_shared::proto::admin_server::Admin;
-        let mut req = tonic::Request::new(llmgw_shared::proto::ApplyRequest { desired: Some(desired), dry_run: false, prune: false });
+        let mut req = tonic::Request::new(llmgw_shared::proto::ApplyRequest {
+            desired: Some(desired),
+            dry_run: false,
+            prune: false,
+        });
         req.extensions_mut().insert(auth::Actor(actor.to_owned()));
         self.admin.apply(req).await.map(tonic::Response::into_inner)
     }
@@ -217,7 +242,11 @@ impl Running {
 ///
 /// # Errors
 /// As [`start`], or the server failing.
-pub async fn run(args: ControlPlaneArgs, secrets: Secrets, stop: CancellationToken) -> Result<(), ControlPlaneError> {
+pub async fn run(
+    args: ControlPlaneArgs,
+    secrets: Secrets,
+    stop: CancellationToken,
+) -> Result<(), ControlPlaneError> {
     let running = start(args, secrets, stop).await?;
     running.done.await.unwrap_or(Ok(()))
 }

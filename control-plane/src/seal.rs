@@ -53,8 +53,10 @@ impl MasterKey {
     pub fn seal(&self, plaintext: &str) -> Result<SealedValue, SealError> {
         let mut nonce = [0u8; 12];
         OsRng.fill_bytes(&mut nonce);
-        let ciphertext =
-            self.cipher.encrypt(Nonce::from_slice(&nonce), plaintext.as_bytes()).map_err(|_| SealError::Corrupt)?;
+        let ciphertext = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext.as_bytes())
+            .map_err(|_| SealError::Corrupt)?;
         Ok(SealedValue { nonce: nonce.to_vec(), ciphertext, key_id: self.id.clone() })
     }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use futures_util::Stream;
 use llmgw_shared::proto::sync_server::Sync;
 use llmgw_shared::proto::{
-    self, AckConfigRequest, AckConfigResponse, ConfigUpdate, Resource, UsageAck, UsageReport, WatchConfigRequest,
-    config_update, credential::Source, resource,
+    self, AckConfigRequest, AckConfigResponse, ConfigUpdate, Resource, UsageAck, UsageReport,
+    WatchConfigRequest, config_update, credential::Source, resource,
 };
 use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status, Streaming};
@@ -122,7 +122,10 @@ impl Sync for SyncService {
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
-    async fn ack_config(&self, req: Request<AckConfigRequest>) -> Result<Response<AckConfigResponse>, Status> {
+    async fn ack_config(
+        &self,
+        req: Request<AckConfigRequest>,
+    ) -> Result<Response<AckConfigResponse>, Status> {
         let req = req.into_inner();
         self.registry.applied(&req.edge_id, req.applied_revision).await;
         Ok(Response::new(AckConfigResponse {}))

@@ -43,8 +43,9 @@ impl View {
             return false;
         }
         if let Some(resource::Resource::Key(k)) = &resource.resource {
-            if let Some(Stored { resource: Resource { resource: Some(resource::Resource::Key(old)) }, .. }) =
-                self.resources.get(&id)
+            if let Some(Stored {
+                resource: Resource { resource: Some(resource::Resource::Key(old)) }, ..
+            }) = self.resources.get(&id)
                 && old.name != k.name
             {
                 self.key_names.remove(&old.name);
@@ -106,11 +107,29 @@ impl View {
 pub fn resources_of(s: &proto::Snapshot) -> Vec<(ResourceKind, String, Resource)> {
     let mut out = Vec::new();
     let wrap = |r: resource::Resource| Resource { resource: Some(r) };
-    out.extend(s.providers.iter().map(|p| (ResourceKind::Provider, p.name.clone(), wrap(resource::Resource::Provider(p.clone())))));
-    out.extend(s.models.iter().map(|m| (ResourceKind::Model, m.name.clone(), wrap(resource::Resource::Model(m.clone())))));
-    out.extend(s.teams.iter().map(|t| (ResourceKind::Team, t.name.clone(), wrap(resource::Resource::Team(t.clone())))));
-    out.extend(s.projects.iter().map(|p| (ResourceKind::Project, p.name.clone(), wrap(resource::Resource::Project(p.clone())))));
-    out.extend(s.keys.iter().map(|k| (ResourceKind::Key, k.id.clone(), wrap(resource::Resource::Key(k.clone())))));
+    out.extend(
+        s.providers
+            .iter()
+            .map(|p| (ResourceKind::Provider, p.name.clone(), wrap(resource::Resource::Provider(p.clone())))),
+    );
+    out.extend(
+        s.models
+            .iter()
+            .map(|m| (ResourceKind::Model, m.name.clone(), wrap(resource::Resource::Model(m.clone())))),
+    );
+    out.extend(
+        s.teams
+            .iter()
+            .map(|t| (ResourceKind::Team, t.name.clone(), wrap(resource::Resource::Team(t.clone())))),
+    );
+    out.extend(
+        s.projects
+            .iter()
+            .map(|p| (ResourceKind::Project, p.name.clone(), wrap(resource::Resource::Project(p.clone())))),
+    );
+    out.extend(
+        s.keys.iter().map(|k| (ResourceKind::Key, k.id.clone(), wrap(resource::Resource::Key(k.clone())))),
+    );
     out
 }
 

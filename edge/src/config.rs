@@ -230,7 +230,11 @@ fn provider_kind(k: i32) -> Result<ProviderKind, String> {
     })
 }
 
-fn build_provider(p: &proto::Provider, ctx: &ResolveCtx<'_>, clients: &ClientCache) -> Result<Provider, BuildError> {
+fn build_provider(
+    p: &proto::Provider,
+    ctx: &ResolveCtx<'_>,
+    clients: &ClientCache,
+) -> Result<Provider, BuildError> {
     let err = |reason: String| BuildError::Provider { provider: p.name.clone(), reason };
     let kind = provider_kind(p.kind).map_err(err)?;
     let mut credentials = Vec::with_capacity(p.credentials.len());
@@ -251,7 +255,8 @@ fn build_provider(p: &proto::Provider, ctx: &ResolveCtx<'_>, clients: &ClientCac
     let mut headers = Vec::with_capacity(p.headers.len());
     for (k, v) in &p.headers {
         let name = HeaderName::try_from(k.as_str()).map_err(|_| err(format!("bad header name {k:?}")))?;
-        let value = HeaderValue::try_from(v.as_str()).map_err(|_| err(format!("bad value for header {k}")))?;
+        let value =
+            HeaderValue::try_from(v.as_str()).map_err(|_| err(format!("bad value for header {k}")))?;
         headers.push((name, value));
     }
     let ms = |v: u64, default: u64| std::time::Duration::from_millis(if v == 0 { default } else { v });
@@ -286,7 +291,11 @@ fn tolerate<T>(ctx: &ResolveCtx<'_>, r: Result<T, BuildError>) -> Result<Option<
 impl EdgeConfig {
     /// # Errors
     /// In strict mode, a reference that does not resolve or a credential that cannot be read.
-    pub fn build(s: &proto::Snapshot, ctx: &ResolveCtx<'_>, clients: &ClientCache) -> Result<Self, BuildError> {
+    pub fn build(
+        s: &proto::Snapshot,
+        ctx: &ResolveCtx<'_>,
+        clients: &ClientCache,
+    ) -> Result<Self, BuildError> {
         let wrap = |r: proto::resource::Resource| proto::Resource { resource: Some(r) };
         use proto::resource::Resource as R;
         let upserts: Vec<proto::Resource> = (s.providers.iter().cloned().map(R::Provider).map(wrap))
@@ -302,7 +311,12 @@ impl EdgeConfig {
     ///
     /// # Errors
     /// As [`EdgeConfig::build`].
-    pub fn apply_delta(&self, d: &proto::Delta, ctx: &ResolveCtx<'_>, clients: &ClientCache) -> Result<Self, BuildError> {
+    pub fn apply_delta(
+        &self,
+        d: &proto::Delta,
+        ctx: &ResolveCtx<'_>,
+        clients: &ClientCache,
+    ) -> Result<Self, BuildError> {
         self.apply(d.revision, &d.upserts, &d.deletes, ctx, clients)
     }
 
@@ -378,9 +392,15 @@ impl EdgeConfig {
             let err = |reason: String| BuildError::Model { model: m.name.clone(), reason };
             let mut targets = Vec::with_capacity(m.targets.len());
             for t in &m.targets {
-                let provider = providers.get(t.provider.as_str()).ok_or_else(|| err(format!("no provider named {:?}", t.provider)));
+                let provider = providers
+                    .get(t.provider.as_str())
+                    .ok_or_else(|| err(format!("no provider named {:?}", t.provider)));
                 if let Some(provider) = tolerate(ctx, provider)? {
-                    targets.push(Target { provider: provider.clone(), model: t.model.as_str().into(), pricing: t.pricing });
+                    targets.push(Target {
+                        provider: provider.clone(),
+                        model: t.model.as_str().into(),
+                        pricing: t.pricing,
+                    });
                 }
             }
             if targets.is_empty() {
@@ -399,14 +419,22 @@ impl EdgeConfig {
             .sources
             .teams
             .iter()
-            .map(|t| (Arc::from(t.name.as_str()), Arc::new(Scope { team: None, models: model_set(t.models.as_ref()) })))
+            .map(|t| {
+                (
+                    Arc::from(t.name.as_str()),
+                    Arc::new(Scope { team: None, models: model_set(t.models.as_ref()) }),
+                )
+            })
             .collect();
         let mut projects = HashMap::with_capacity(self.sources.projects.len());
         for p in &self.sources.projects {
             let team = if self.teams.contains_key(p.team.as_str()) {
                 Ok(p.team.as_str())
             } else {
-                Err(BuildError::Key { key: format!("project {}", p.name), reason: format!("no team named {:?}", p.team) })
+                Err(BuildError::Key {
+                    key: format!("project {}", p.name),
+                    reason: format!("no team named {:?}", p.team),
+                })
             };
             if let Some(team) = tolerate(ctx, team)? {
                 let scope = Scope { team: Some(team.into()), models: model_set(p.models.as_ref()) };

@@ -40,4 +40,3 @@ fn describe() {
     describe_counter!(CONFIG_RELOAD_FAILURES, "Configurations rejected on reload.");
     describe_gauge!(IN_FLIGHT, "Requests being served.");
 }
-

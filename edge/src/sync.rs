@@ -57,7 +57,9 @@ pub async fn run(opts: SyncOptions, edge: Arc<Edge>, clients: ClientCache, stop:
             // A session that got as far as applying something resets the backoff.
             Ok(true) => backoff = Duration::from_millis(100),
             Ok(false) => {}
-            Err(e) => tracing::warn!(control_plane = %url, error = %e, "config stream lost; serving the last config"),
+            Err(e) => {
+                tracing::warn!(control_plane = %url, error = %e, "config stream lost; serving the last config")
+            }
         }
         let jitter = rand::rng().random_range(0.5..1.5);
         tokio::select! {
@@ -80,9 +82,17 @@ async fn connect(url: &str) -> Result<Channel, SessionError> {
 }
 
 /// One stream's life; `Ok(applied_any)` when the stream ended cleanly.
-async fn session(url: &str, opts: &SyncOptions, edge: &Arc<Edge>, clients: &ClientCache) -> Result<bool, SessionError> {
+async fn session(
+    url: &str,
+    opts: &SyncOptions,
+    edge: &Arc<Edge>,
+    clients: &ClientCache,
+) -> Result<bool, SessionError> {
     let channel = connect(url).await?;
-    let token = opts.token.as_ref().and_then(|t| format!("Bearer {t}").parse::<tonic::metadata::MetadataValue<_>>().ok());
+    let token = opts
+        .token
+        .as_ref()
+        .and_then(|t| format!("Bearer {t}").parse::<tonic::metadata::MetadataValue<_>>().ok());
     let mut client = SyncClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
         if let Some(t) = &token {
             req.metadata_mut().insert("authorization", t.clone());
@@ -127,7 +137,12 @@ async fn session(url: &str, opts: &SyncOptions, edge: &Arc<Edge>, clients: &Clie
                 })
                 .await??;
                 let rev = built.revision;
-                tracing::info!(revision = rev, keys = built.keys.len(), models = built.models.len(), "snapshot applied");
+                tracing::info!(
+                    revision = rev,
+                    keys = built.keys.len(),
+                    models = built.models.len(),
+                    "snapshot applied"
+                );
                 edge.publish(built);
                 rev
             }
@@ -136,7 +151,11 @@ async fn session(url: &str, opts: &SyncOptions, edge: &Arc<Edge>, clients: &Clie
                 let clients = clients.clone();
                 let built = tokio::task::spawn_blocking(move || {
                     let env = |k: &str| std::env::var(k).ok();
-                    current.apply_delta(&d, &ResolveCtx { base_dir: None, env: &env, strict: false }, &clients)
+                    current.apply_delta(
+                        &d,
+                        &ResolveCtx { base_dir: None, env: &env, strict: false },
+                        &clients,
+                    )
                 })
                 .await??;
                 let rev = built.revision;

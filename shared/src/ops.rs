@@ -27,7 +27,8 @@ pub fn install_metrics() -> Result<PrometheusHandle, MetricsError> {
         return Ok(h.clone());
     }
     let latency = [
-        0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+        0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        120.0,
     ];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
@@ -69,7 +70,11 @@ pub async fn serve(
     }
 }
 
-fn respond(req: &Request<Incoming>, handle: &PrometheusHandle, ready: &dyn Fn() -> bool) -> Response<Full<Bytes>> {
+fn respond(
+    req: &Request<Incoming>,
+    handle: &PrometheusHandle,
+    ready: &dyn Fn() -> bool,
+) -> Response<Full<Bytes>> {
     let (status, body) = match req.uri().path() {
         "/metrics" => (StatusCode::OK, handle.render()),
         "/healthz" => (StatusCode::OK, "ok\n".to_owned()),

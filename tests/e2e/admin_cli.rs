@@ -35,10 +35,35 @@ async fn every_command_against_a_live_control_plane() {
     let applied = admin(&url, ADMIN_TOKEN, &["apply", "-f", &file]).await;
     assert!(applied.ok, "{}", applied.stderr);
     let again = admin(&url, ADMIN_TOKEN, &["apply", "-f", &file, "-o", "json"]).await;
-    assert!(again.ok && !again.stdout.contains("update"), "re-applying the same file changed something: {}", again.stdout);
+    assert!(
+        again.ok && !again.stdout.contains("update"),
+        "re-applying the same file changed something: {}",
+        again.stdout
+    );
 
     let edge = Llmgw::edge_of(&[&cp], &["--edge-id", "e-admin"], &[]).await;
-    let created = admin(&url, ADMIN_TOKEN, &["key", "create", "--name", "svc", "--team", "search", "--models", "chat", "--rpm", "100", "--expires-in", "30d", "-o", "json"]).await.json();
+    let created = admin(
+        &url,
+        ADMIN_TOKEN,
+        &[
+            "key",
+            "create",
+            "--name",
+            "svc",
+            "--team",
+            "search",
+            "--models",
+            "chat",
+            "--rpm",
+            "100",
+            "--expires-in",
+            "30d",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
     let secret = created["secret"].as_str().unwrap().to_owned();
     until_status(&edge, &secret, 200, PATIENCE).await;
     let dup = admin(&url, ADMIN_TOKEN, &["key", "create", "--name", "svc", "--team", "search"]).await;
@@ -52,7 +77,11 @@ async fn every_command_against_a_live_control_plane() {
     let round = write(dir.path(), "all.yaml", &all.stdout);
     let re = admin(&url, ADMIN_TOKEN, &["apply", "-f", &round, "-o", "json"]).await;
     assert!(re.ok, "{}", re.stderr);
-    assert!(!re.stdout.contains("update") && !re.stdout.contains("create"), "round trip was not a no-op: {}", re.stdout);
+    assert!(
+        !re.stdout.contains("update") && !re.stdout.contains("create"),
+        "round trip was not a no-op: {}",
+        re.stdout
+    );
     for kind in ["providers", "models", "teams", "projects", "keys"] {
         let r = admin(&url, ADMIN_TOKEN, &["get", kind, "-o", "json"]).await;
         assert!(r.ok, "get {kind}: {}", r.stderr);
@@ -78,7 +107,12 @@ async fn every_command_against_a_live_control_plane() {
 
     // No secret in any listing or log line: key secrets, upstream credentials, tokens.
     let mut seen = String::new();
-    for args in [&["get", "all", "-o", "yaml"][..], &["get", "all", "-o", "json"], &["audit", "-o", "json"], &["edges"]] {
+    for args in [
+        &["get", "all", "-o", "yaml"][..],
+        &["get", "all", "-o", "json"],
+        &["audit", "-o", "json"],
+        &["edges"],
+    ] {
         seen.push_str(&admin(&url, ADMIN_TOKEN, args).await.stdout);
     }
     seen.push_str(&cp.logs().join("\n"));
@@ -104,14 +138,27 @@ async fn calls_without_the_right_token_are_refused() {
     env.push(("LLMGW_EDGE_TOKEN", "edge-secret"));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
-    let guarded = Llmgw::control_plane(&["--store", "embedded", "--data-dir", data.to_str().unwrap()], &env).await;
+    let guarded =
+        Llmgw::control_plane(&["--store", "embedded", "--data-dir", data.to_str().unwrap()], &env).await;
     let mut edge = Llmgw::spawn(
-        &["edge", "--control-plane", &guarded.grpc_url(), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
+        &[
+            "edge",
+            "--control-plane",
+            &guarded.grpc_url(),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
         &[],
         dir.path(),
     )
     .await;
-    edge.wait_log(|l| l["message"] == "config stream lost; serving the last config" && l["error"].as_str().is_some_and(|e| e.contains("token"))).await;
+    edge.wait_log(|l| {
+        l["message"] == "config stream lost; serving the last config"
+            && l["error"].as_str().is_some_and(|e| e.contains("token"))
+    })
+    .await;
     let trusted = Llmgw::edge_of(&[&guarded], &[], &[("LLMGW_EDGE_TOKEN", "edge-secret")]).await;
     assert_eq!(reqwest::get(format!("http://{}/readyz", trusted.metrics)).await.unwrap().status(), 200);
 }
@@ -121,12 +168,17 @@ async fn sealed_credentials_need_the_master_key_and_never_reach_the_store_in_cle
     let mock = MockProvider::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let no_key = Llmgw::control_plane(&["--store", "embedded", "--data-dir", data.to_str().unwrap()], &[("LLMGW_ADMIN_TOKEN", ADMIN_TOKEN)]).await;
+    let no_key = Llmgw::control_plane(
+        &["--store", "embedded", "--data-dir", data.to_str().unwrap()],
+        &[("LLMGW_ADMIN_TOKEN", ADMIN_TOKEN)],
+    )
+    .await;
     let file = write(dir.path(), "c.yaml", &cluster_config(&mock.base_url()));
     let r = admin(&no_key.grpc_url(), ADMIN_TOKEN, &["apply", "-f", &file]).await;
     assert!(!r.ok && r.stderr.contains("LLMGW_MASTER_KEY"), "{}", r.stderr);
     drop(no_key);
-    let cp = Llmgw::control_plane(&["--store", "embedded", "--data-dir", data.to_str().unwrap()], &cp_env()).await;
+    let cp =
+        Llmgw::control_plane(&["--store", "embedded", "--data-dir", data.to_str().unwrap()], &cp_env()).await;
     let r = admin(&cp.grpc_url(), ADMIN_TOKEN, &["apply", "-f", &file]).await;
     assert!(r.ok, "{}", r.stderr);
     drop(cp);

@@ -37,7 +37,13 @@ pub async fn apply(cp: &Llmgw, yaml: &str) {
 
 /// Creates a key and returns its secret.
 pub async fn create_key(cp: &Llmgw, name: &str) -> String {
-    let v = admin(&cp.grpc_url(), ADMIN_TOKEN, &["key", "create", "--name", name, "--team", "search", "-o", "json"]).await.json();
+    let v = admin(
+        &cp.grpc_url(),
+        ADMIN_TOKEN,
+        &["key", "create", "--name", name, "--team", "search", "-o", "json"],
+    )
+    .await
+    .json();
     assert_eq!(v["name"], name);
     assert!(v["id"].as_str().is_some_and(|s| !s.is_empty()));
     let secret = v["secret"].as_str().unwrap().to_owned();
@@ -63,7 +69,11 @@ pub async fn until_status(edge: &Llmgw, key: &str, want: u16, patience: Duration
         if got == want {
             return start.elapsed();
         }
-        assert!(start.elapsed() < patience, "edge {} answered {got}, not {want}, for {patience:?}", edge.http);
+        assert!(
+            start.elapsed() < patience,
+            "edge {} answered {got}, not {want}, for {patience:?}",
+            edge.http
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -84,7 +94,10 @@ async fn three_edges_serve_and_a_revoked_key_is_refused_everywhere_within_a_seco
     }
     // The provider got the sealed credential, opened, never the caller's key.
     let auth = mock.requests().last().unwrap().header("authorization").unwrap().to_owned();
-    assert!(auth == format!("Bearer {UPSTREAM_CRED}") || auth == format!("Bearer {UPSTREAM_CRED_2}"), "{auth}");
+    assert!(
+        auth == format!("Bearer {UPSTREAM_CRED}") || auth == format!("Bearer {UPSTREAM_CRED_2}"),
+        "{auth}"
+    );
 
     let r = admin(&cp.grpc_url(), ADMIN_TOKEN, &["key", "revoke", "app"]).await;
     assert!(r.ok, "{}", r.stderr);

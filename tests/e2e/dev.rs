@@ -39,7 +39,10 @@ async fn dev_seeds_serves_and_keeps_state_across_kill_9() {
     assert!(printed.contains(token.trim()), "the first start prints the admin token");
     assert!(printed.contains("llmgw admin"), "the first start prints an example");
 
-    let created = admin(&grpc, token.trim(), &["key", "create", "--name", "me", "--team", "search", "-o", "json"]).await.json();
+    let created =
+        admin(&grpc, token.trim(), &["key", "create", "--name", "me", "--team", "search", "-o", "json"])
+            .await
+            .json();
     let secret = created["secret"].as_str().unwrap().to_owned();
     until_status(&dev, &secret, 200, PATIENCE).await;
 

@@ -88,7 +88,15 @@ impl Llmgw {
         let tmp = tempfile::tempdir().expect("tempdir");
         let urls: Vec<String> = control_planes.iter().map(|c| c.grpc_url()).collect();
         let urls = urls.join(",");
-        let mut all = vec!["edge", "--control-plane", &urls, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+        let mut all = vec![
+            "edge",
+            "--control-plane",
+            &urls,
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ];
         all.extend_from_slice(extra);
         let mut me = Self::spawn_until(&all, env, tmp.path(), "edge listening", "http").await;
         me._tmp = Some(tmp);
@@ -110,7 +118,13 @@ impl Llmgw {
         );
     }
 
-    async fn spawn_until(args: &[&str], env: &[(&str, &str)], dir: &Path, ready: &str, addr_field: &str) -> Self {
+    async fn spawn_until(
+        args: &[&str],
+        env: &[(&str, &str)],
+        dir: &Path,
+        ready: &str,
+        addr_field: &str,
+    ) -> Self {
         let mut cmd = Command::new(bin());
         cmd.args(["--log-format", "json"]).args(args).current_dir(dir);
         cmd.env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -281,7 +295,8 @@ pub async fn admin(endpoint: &str, token: &str, args: &[&str]) -> AdminRun {
     let mut cmd = Command::new(bin());
     cmd.args(["admin", "--endpoint", endpoint, "--token", token]).args(args);
     cmd.env_remove("LLMGW_ADMIN_TOKEN").env_remove("LLMGW_ENDPOINT").stdin(Stdio::null()).kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output()).await.expect("admin timed out").unwrap();
+    let out =
+        tokio::time::timeout(Duration::from_secs(120), cmd.output()).await.expect("admin timed out").unwrap();
     AdminRun {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,5 +1,8 @@
 //! End-to-end tests: the real `llmgw` binary, mock providers on real sockets, real clients.
 
+// A test harness: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod fixtures;
 mod harness;
 

@@ -14,14 +14,16 @@ async fn a_hundred_thousand_keys_then_one_more_reaches_the_edge_within_a_second(
     let mock = MockProvider::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let cp = Llmgw::control_plane(&["--store", "embedded", "--data-dir", data.to_str().unwrap()], &cp_env()).await;
+    let cp =
+        Llmgw::control_plane(&["--store", "embedded", "--data-dir", data.to_str().unwrap()], &cp_env()).await;
     let edge = Llmgw::edge_of(&[&cp], &[], &[]).await;
     let idle_kib = edge.rss_kib();
 
     let mut yaml = cluster_config(&mock.base_url());
     yaml.push_str("keys:\n");
     for i in 0..KEYS {
-        writeln!(yaml, "  - {{ name: k{i}, team: search, secret: {{ value: sk-llmgw-bulk-{i:08} }} }}").unwrap();
+        writeln!(yaml, "  - {{ name: k{i}, team: search, secret: {{ value: sk-llmgw-bulk-{i:08} }} }}")
+            .unwrap();
     }
     let file = dir.path().join("big.yaml");
     std::fs::write(&file, yaml).unwrap();
@@ -46,5 +48,9 @@ async fn a_hundred_thousand_keys_then_one_more_reaches_the_edge_within_a_second(
     );
     assert!(took < Duration::from_secs(1), "one key took {took:?} to reach the edge");
     // Proportionate: a key costs the edge well under 2 KiB (hash, id, name, maps).
-    assert!(total_kib.saturating_sub(idle_kib) < (KEYS as u64 * 2), "edge grew by {} KiB", total_kib - idle_kib);
+    assert!(
+        total_kib.saturating_sub(idle_kib) < (KEYS as u64 * 2),
+        "edge grew by {} KiB",
+        total_kib - idle_kib
+    );
 }
