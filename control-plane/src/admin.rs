@@ -110,7 +110,9 @@ impl AdminService {
     async fn commit(&self, writes: Vec<Write>, audit: Op) -> Result<i64, Status> {
         let revision = compile::commit(&*self.store, writes, vec![audit]).await?;
         // The caller's next read (on this replica) must see the change.
+        let start = Instant::now();
         self.broadcaster.wait_for(revision, VIEW_PATIENCE).await;
+        metrics::histogram!(m::WATCH_LAG).record(start.elapsed().as_secs_f64());
         Ok(revision)
     }
 
@@ -311,14 +313,17 @@ impl AdminService {
 impl Admin for AdminService {
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let start = Instant::now();
-        let r = AdminService::apply(self, req).await;
+        let r = match self.broadcaster.loaded(VIEW_PATIENCE).await {
+            Ok(()) => AdminService::apply(self, req).await,
+            Err(e) => Err(e),
+        };
         observe("apply", start, &r);
         r.map(Response::new)
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let start = Instant::now();
-        let r = Ok(AdminService::get(self, req.get_ref()));
+        let r = self.broadcaster.loaded(VIEW_PATIENCE).await.map(|()| AdminService::get(self, req.get_ref()));
         observe("get", start, &r);
         r.map(Response::new)
     }
@@ -328,7 +333,10 @@ impl Admin for AdminService {
         req: Request<CreateKeyRequest>,
     ) -> Result<Response<CreateKeyResponse>, Status> {
         let start = Instant::now();
-        let r = AdminService::create_key(self, req).await;
+        let r = match self.broadcaster.loaded(VIEW_PATIENCE).await {
+            Ok(()) => AdminService::create_key(self, req).await,
+            Err(e) => Err(e),
+        };
         observe("create_key", start, &r);
         r.map(Response::new)
     }
@@ -338,7 +346,10 @@ impl Admin for AdminService {
         req: Request<RevokeKeyRequest>,
     ) -> Result<Response<RevokeKeyResponse>, Status> {
         let start = Instant::now();
-        let r = AdminService::revoke_key(self, req).await;
+        let r = match self.broadcaster.loaded(VIEW_PATIENCE).await {
+            Ok(()) => AdminService::revoke_key(self, req).await,
+            Err(e) => Err(e),
+        };
         observe("revoke_key", start, &r);
         r.map(Response::new)
     }

@@ -101,6 +101,20 @@ impl Broadcaster {
         Start::Snapshot(s.view.clone())
     }
 
+    /// Waits until the view was loaded from the store, so nobody is served an empty config.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store could not be read within `patience`.
+    pub async fn loaded(&self, patience: Duration) -> Result<(), tonic::Status> {
+        if self.wait_for(1, patience).await {
+            Ok(())
+        } else {
+            Err(tonic::Status::unavailable(
+                "config store unavailable: the control plane has not loaded its config yet",
+            ))
+        }
+    }
+
     #[must_use]
     pub fn ready(&self) -> bool {
         *self.revision.borrow() > 0
@@ -131,13 +145,17 @@ impl Broadcaster {
         for (_, prefix) in layout::CONFIG_KINDS {
             let r = store.range(prefix.as_bytes()).await?;
             min_rev = min_rev.min(r.revision);
-            view.revision = view.revision.max(r.revision);
             for kv in r.kvs {
                 if let Some((kind, name, res)) = decode_kv(&kv.key, &kv.value) {
                     view.put(kind, &name, res, kv.mod_revision);
                 }
             }
         }
+        // Each prefix was read at its own revision, so the view is only known to be complete as
+        // of the oldest. Labelling it with that revision makes every write replayed by the watch
+        // (from there on) a newer revision than any snapshot handed out now, so edges apply it;
+        // labelling it with the newest would let an edge skip a write its snapshot lacks.
+        view.revision = min_rev;
         let rev = view.revision;
         let mut s = self.write();
         let had = s.view.revision > 0;
@@ -154,8 +172,8 @@ impl Broadcaster {
     }
 
     async fn follow(&self, store: &Arc<dyn Store>) -> Result<(), StoreError> {
-        // Each prefix was read at its own revision: watch from the oldest, and let the view
-        // ignore writes it already has (it compares mod revisions).
+        // Watch from the oldest revision read; the view ignores writes it already has (it
+        // compares mod revisions).
         let from = self.load(store).await? + 1;
         let mut watch = store.watch(layout::ROOT.as_bytes(), from).await?;
         while let Some(batch) = watch.next().await {

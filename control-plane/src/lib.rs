@@ -147,7 +147,7 @@ pub async fn start(
     }
     let handle = llmgw_shared::ops::install_metrics()?;
     metrics::describe();
-    let store = open_store(&args).await?;
+    let store: Arc<dyn Store> = Arc::new(store::metered::Metered(open_store(&args).await?));
     let cp_id = args.id.clone().unwrap_or_else(host_name);
 
     let broadcaster = Broadcaster::new();

@@ -69,6 +69,8 @@ impl Sync for SyncService {
         if req.edge_id.is_empty() {
             return Err(Status::invalid_argument("edge_id is required"));
         }
+        // Never hand out the empty view of a replica that is still loading.
+        self.broadcaster.loaded(std::time::Duration::from_secs(10)).await?;
         let (tx, rx) = mpsc::channel::<Result<ConfigUpdate, Status>>(16);
         let (bc, registry, key) = (self.broadcaster.clone(), self.registry.clone(), self.master_key.clone());
         let mut updates = bc.subscribe();

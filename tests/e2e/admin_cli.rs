@@ -105,6 +105,19 @@ async fn every_command_against_a_live_control_plane() {
     }
     assert!(audit.stdout.contains("token:"), "audit lacks the actor: {}", audit.stdout);
 
+    // The control plane's own metrics and health.
+    let metrics = reqwest::get(format!("http://{}/metrics", cp.metrics)).await.unwrap().text().await.unwrap();
+    for name in [
+        "llmgw_cp_connected_edges 1",
+        "llmgw_cp_admin_calls_total{method=\"create_key\",code=\"ok\"}",
+        "llmgw_cp_store_call_duration_seconds_bucket",
+        "llmgw_cp_watch_lag_seconds_bucket",
+        "llmgw_cp_config_revision",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from the control plane's /metrics:\n{metrics}");
+    }
+    assert_eq!(reqwest::get(format!("http://{}/readyz", cp.metrics)).await.unwrap().status(), 200);
+
     // No secret in any listing or log line: key secrets, upstream credentials, tokens.
     let mut seen = String::new();
     for args in [

@@ -65,6 +65,7 @@ async fn run_all(s: &dyn Store, compact: impl AsyncFn(i64)) {
     revision_counting(s).await;
     delete_and_delete_prefix(s).await;
     watch_replays_then_streams(s).await;
+    watches_opened_during_writes(s).await;
     watch_compacted(s, compact).await;
     leases(s).await;
     lease_expiry(s).await;
@@ -260,6 +261,40 @@ async fn watch_replays_then_streams(s: &dyn Store) {
         assert_eq!(next(&mut from_r2).await.revision, expected);
     }
     assert_eq!(next(&mut live_only).await.revision, r5);
+}
+
+/// Watches opened while writes commit see every revision once, in order: no gap between the
+/// history they replay and the live changes that follow.
+async fn watches_opened_during_writes(s: &dyn Store) {
+    const WRITES: i64 = 60;
+    let first = s.revision().await.unwrap() + 1;
+    let writer = async {
+        for i in 0..WRITES {
+            write(s, vec![put("/wdw/k", &i.to_string())]).await;
+        }
+    };
+    let watchers = async {
+        let mut watches = Vec::new();
+        for i in 0..6 {
+            let from = if i % 2 == 0 { first } else { 0 };
+            watches.push((from, s.watch(b"/wdw/", from).await.unwrap()));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        watches
+    };
+    let ((), watches) = tokio::join!(writer, watchers);
+    for (from, mut w) in watches {
+        let mut expected = None;
+        loop {
+            let b = next(&mut w).await;
+            let want = expected.unwrap_or(if from > 0 { from } else { b.revision });
+            assert_eq!(b.revision, want, "watch from {from}: a revision was skipped or repeated");
+            if b.revision == first + WRITES - 1 {
+                break;
+            }
+            expected = Some(b.revision + 1);
+        }
+    }
 }
 
 async fn watch_compacted(s: &dyn Store, compact: impl AsyncFn(i64)) {

@@ -12,6 +12,7 @@ use futures_util::Stream;
 mod conformance;
 pub mod embedded;
 pub mod etcd;
+pub mod metered;
 
 /// A stored key and its value, with etcd's bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq)]
