@@ -79,3 +79,6 @@ pub trait StreamConverter: Send {
     /// Whether a first content token (text, tool call or finish) was emitted yet.
     fn started(&self) -> bool;
 }
+
+pub mod anthropic;
+pub mod anthropic_client;
