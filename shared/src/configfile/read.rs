@@ -250,6 +250,11 @@ impl Reader<'_> {
             ttft_timeout_ms: m.ttft_timeout_ms.unwrap_or(0),
             max_attempts,
             max_output_tokens: m.max_output_tokens.unwrap_or(0),
+            breaker: m.breaker.as_ref().map(|b| proto::Breaker {
+                failures: b.failures.unwrap_or(0),
+                cooldown_ms: b.cooldown_ms.unwrap_or(0),
+                max_cooldown_ms: b.max_cooldown_ms.unwrap_or(0),
+            }),
         })
     }
 

@@ -149,6 +149,7 @@ fn expected_example() -> proto::Snapshot {
             ttft_timeout_ms: 3000,
             max_attempts: 3,
             max_output_tokens: 0,
+            breaker: None,
         }],
         teams: vec![proto::Team {
             name: "search".into(),

@@ -117,6 +117,11 @@ fn model(at: &str, m: &proto::Model) -> Result<raw::Model> {
         ttft_timeout_ms: nonzero(m.ttft_timeout_ms),
         max_attempts: nonzero(m.max_attempts),
         max_output_tokens: nonzero(m.max_output_tokens),
+        breaker: m.breaker.as_ref().map(|b| raw::Breaker {
+            failures: nonzero(b.failures),
+            cooldown_ms: nonzero(b.cooldown_ms),
+            max_cooldown_ms: nonzero(b.max_cooldown_ms),
+        }),
     })
 }
 
