@@ -9,6 +9,9 @@
 //! - `error/<case>.anthropic.json` (`{"status", "body"}`) → `<case>.openai.json`;
 //! - `stream/<case>.anthropic.sse` → `<case>.openai.sse` (with `include_usage`).
 
+// Test code: a failed expectation panics with the case name.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 mod anthropic_golden;
 
 use anthropic_golden::{

@@ -1,7 +1,8 @@
 //! Golden-file helpers shared by `anthropic.rs` and `anthropic_client.rs`: fixture discovery,
 //! SSE parsing, and JSON comparison with a readable failure message.
 
-#![allow(dead_code)]
+// Test code: a failed expectation panics with the file it came from.
+#![allow(dead_code, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 
@@ -87,17 +88,15 @@ pub fn normalize(v: &mut Value) {
                 *c = 0.into();
             }
             for (k, x) in m.iter_mut() {
-                if k == "arguments" {
-                    if let Some(parsed) = x
-                        .as_str()
-                        .filter(|s| !s.is_empty())
-                        .and_then(|s| serde_json::from_str::<Value>(s).ok())
-                    {
-                        *x = serde_json::json!({ "json": parsed });
-                        continue;
-                    }
+                let parsed = (k == "arguments")
+                    .then(|| x.as_str())
+                    .flatten()
+                    .filter(|s| !s.is_empty())
+                    .and_then(|s| serde_json::from_str::<Value>(s).ok());
+                match parsed {
+                    Some(p) => *x = serde_json::json!({ "json": p }),
+                    None => normalize(x),
                 }
-                normalize(x);
             }
         }
         Value::Array(a) => a.iter_mut().for_each(normalize),
