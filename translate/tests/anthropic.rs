@@ -168,6 +168,11 @@ fn responses() {
 fn response_without_content_is_bad() {
     let err = anthropic::response(&json!({"type": "message", "id": "x"}), ALIAS).unwrap_err();
     assert!(matches!(err, TranslateError::BadResponse(_)), "{err:?}");
+    let body = json!({"type": "error", "error": {"type": "api_error", "message": "Internal server error"}});
+    match anthropic::response(&body, ALIAS) {
+        Err(TranslateError::BadResponse(msg)) => assert!(msg.contains("Internal server error"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -28,8 +28,9 @@ pub const JSON_MODE_INSTRUCTION: &str =
 /// (0–1), `top_p`, `top_k` (a common extension), `stop` → `stop_sequences`, `user` (or
 /// `safety_identifier`) → `metadata.user_id`, `stream`, `response_format` (`json_schema` →
 /// `output_config.format`; `json_object` → [`JSON_MODE_INSTRUCTION`] in the system prompt).
-/// A `cache_control` on a content part is kept, so OpenAI clients can use Anthropic's prompt
-/// caching.
+/// A `cache_control` on a content part or tool is kept, so OpenAI clients can use Anthropic's
+/// prompt caching. A final assistant message (a prefill) loses its trailing whitespace, which
+/// Anthropic rejects.
 ///
 /// Ignored because they change nothing the client can observe: `stream_options` (Anthropic
 /// always reports usage), `metadata` and `prompt_cache_key` (OpenAI-side bookkeeping), the
@@ -275,6 +276,19 @@ fn convert_messages(messages: &[Value], refuse: &Refuse) -> Result<(Vec<Value>, 
         match turns.last_mut() {
             Some(last) if last.role == turn_role => last.blocks.extend(blocks),
             _ => turns.push(Turn { role: turn_role, blocks }),
+        }
+    }
+    // A final assistant turn is a prefill, which Anthropic rejects when it ends in whitespace.
+    if let Some(last) = turns.last_mut().filter(|t| t.role == "assistant") {
+        if let Some(text) = last.blocks.last_mut().and_then(|b| b.get_mut("text")) {
+            let trimmed = text.as_str().unwrap_or_default().trim_end().to_owned();
+            *text = trimmed.into();
+        }
+        if last.blocks.last().is_some_and(|b| b.get("text").is_some_and(|t| t == "")) {
+            last.blocks.pop();
+        }
+        if last.blocks.is_empty() {
+            turns.pop();
         }
     }
     let turns = turns.into_iter().map(|t| json!({"role": t.role, "content": t.blocks})).collect();

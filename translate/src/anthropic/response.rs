@@ -16,6 +16,10 @@ use crate::{TranslateError, Usage};
 /// # Errors
 /// `BadResponse` when the body is not an Anthropic message.
 pub fn response(body: &Value, alias: &str) -> Result<(Value, Usage), TranslateError> {
+    if body.get("type").and_then(Value::as_str) == Some("error") {
+        let msg = body.pointer("/error/message").and_then(Value::as_str).unwrap_or("no message");
+        return Err(bad(format!("Anthropic answered an error with a success status: {msg}")));
+    }
     let content = body
         .get("content")
         .and_then(Value::as_array)
