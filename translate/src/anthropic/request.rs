@@ -83,10 +83,10 @@ pub fn request(body: &Value, upstream_model: &str, opts: &Options) -> Result<Val
         match key.as_str() {
             "model" | "messages" | "stream_options" | "metadata" | "prompt_cache_key" => {}
             // OpenAI deprecated `max_tokens` for `max_completion_tokens`; the newer one wins.
-            "max_completion_tokens" => max_tokens = Some(positive_int(key, value)?),
+            "max_completion_tokens" => max_tokens = Some(non_negative_int(key, value)?),
             "max_tokens" => {
                 if field(obj, "max_completion_tokens").is_none() {
-                    max_tokens = Some(positive_int(key, value)?);
+                    max_tokens = Some(non_negative_int(key, value)?);
                 }
             }
             "temperature" => {
@@ -102,7 +102,7 @@ pub fn request(body: &Value, upstream_model: &str, opts: &Options) -> Result<Val
                 out.insert(key.clone(), value.clone());
             }
             "top_k" => {
-                positive_int(key, value)?;
+                non_negative_int(key, value)?;
                 out.insert(key.clone(), value.clone());
             }
             "stop" => {
@@ -124,7 +124,7 @@ pub fn request(body: &Value, upstream_model: &str, opts: &Options) -> Result<Val
                 out.insert(key.clone(), value.clone());
             }
             "n" => {
-                if positive_int(key, value)? > 1 {
+                if non_negative_int(key, value)? > 1 {
                     refuse(key, "Anthropic returns one choice per request")?;
                 }
             }
@@ -489,7 +489,7 @@ fn convert_tool_choice(value: &Value, refuse: &Refuse) -> Result<Option<Value>, 
     }))
 }
 
-fn positive_int(key: &str, value: &Value) -> Result<u64, TranslateError> {
+fn non_negative_int(key: &str, value: &Value) -> Result<u64, TranslateError> {
     value.as_u64().ok_or_else(|| invalid(format!("`{key}` must be a non-negative integer")))
 }
 
