@@ -9,6 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use http::{HeaderName, HeaderValue, Uri};
 use llmgw_shared::proto;
 
+use std::time::Duration;
+
+use crate::balance::{Rotation, Strategy, smooth_schedule};
+use crate::breaker::{Policy, TargetHealth};
 use crate::upstream::{ClientCache, UpstreamClient};
 
 /// How the edge speaks to a provider.
@@ -102,11 +106,64 @@ pub struct Target {
     pub provider: Arc<Provider>,
     pub model: Arc<str>,
     pub pricing: Option<proto::Pricing>,
+    pub weight: u32,
+    /// `provider/model`, for metrics and messages.
+    pub label: Arc<str>,
+    /// Shared with every config that has this target, so a reload keeps its breaker and EWMA.
+    pub health: Arc<TargetHealth>,
+}
+
+/// Which failures move a request on to the next target (`fallback_on`).
+#[derive(Debug, Clone, Default)]
+pub struct Fallback {
+    pub connect: bool,
+    pub timeout: bool,
+    pub status_429: bool,
+    pub status_5xx: bool,
+    pub status_4xx: bool,
+    pub codes: Vec<u16>,
+}
+
+impl Fallback {
+    fn from_proto(list: &[String]) -> Self {
+        let mut f = Self::default();
+        for item in list {
+            match item.as_str() {
+                "connect" => f.connect = true,
+                "timeout" => f.timeout = true,
+                "429" => f.status_429 = true,
+                "5xx" => f.status_5xx = true,
+                "4xx" => f.status_4xx = true,
+                code => f.codes.extend(code.parse::<u16>().ok()),
+            }
+        }
+        f
+    }
+
+    /// A provider's HTTP error worth another target. The caller's own mistakes (400, 413, 422)
+    /// are never retried unless named exactly: another provider would refuse them too.
+    #[must_use]
+    pub fn retries_status(&self, status: u16) -> bool {
+        self.codes.contains(&status)
+            || (status == 429 && self.status_429)
+            || (status >= 500 && self.status_5xx)
+            || (self.status_4xx && (400..500).contains(&status) && !matches!(status, 400 | 413 | 422))
+    }
 }
 
 pub struct ModelRoute {
     pub name: Arc<str>,
     pub targets: Vec<Target>,
+    pub strategy: Strategy,
+    /// Smooth weighted round-robin order, for `weighted`.
+    pub schedule: Vec<u16>,
+    pub rotation: Rotation,
+    pub max_attempts: usize,
+    pub fallback: Fallback,
+    /// Streams: the first content must arrive by then; others: the response headers.
+    pub ttft: Option<Duration>,
+    pub breaker: Policy,
+    pub max_output_tokens: u32,
 }
 
 pub struct KeyEntry {
@@ -400,6 +457,9 @@ impl EdgeConfig {
                         provider: provider.clone(),
                         model: t.model.as_str().into(),
                         pricing: t.pricing,
+                        weight: t.weight.max(1),
+                        label: format!("{}/{}", t.provider, t.model).into(),
+                        health: clients.health(&t.provider, &t.model),
                     });
                 }
             }
@@ -409,7 +469,26 @@ impl EdgeConfig {
             }
             let name: Arc<str> = m.name.as_str().into();
             self.model_order.push(name.clone());
-            self.models.insert(name.clone(), Arc::new(ModelRoute { name, targets }));
+            let strategy = match proto::Strategy::try_from(m.strategy).unwrap_or(proto::Strategy::Priority) {
+                proto::Strategy::Weighted => Strategy::Weighted,
+                proto::Strategy::LeastLatency => Strategy::LeastLatency,
+                proto::Strategy::LeastCost => Strategy::LeastCost,
+                proto::Strategy::Priority | proto::Strategy::Unspecified => Strategy::Priority,
+            };
+            let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
+            let route = ModelRoute {
+                name: name.clone(),
+                schedule: smooth_schedule(&weights),
+                max_attempts: if m.max_attempts == 0 { targets.len() } else { m.max_attempts as usize },
+                targets,
+                strategy,
+                rotation: Rotation::default(),
+                fallback: Fallback::from_proto(&m.fallback_on),
+                ttft: (m.ttft_timeout_ms > 0).then(|| Duration::from_millis(m.ttft_timeout_ms)),
+                breaker: Policy::from_proto(m.breaker.as_ref()),
+                max_output_tokens: m.max_output_tokens,
+            };
+            self.models.insert(name, Arc::new(route));
         }
         Ok(())
     }

@@ -42,6 +42,8 @@ pub enum ApiError {
     UpstreamTimeout { provider: String, after_ms: u64 },
     #[error("provider {provider} is of kind {kind}, which this edge cannot call yet")]
     UnsupportedProvider { provider: String, kind: &'static str },
+    #[error("all {} attempts failed: {}", attempts.len(), attempts.join("; "))]
+    AllAttemptsFailed { attempts: Vec<String>, timeout: bool },
 }
 
 /// One row of the mapping table: what the client sees.
@@ -72,6 +74,12 @@ impl ApiError {
             Self::Upstream { .. } => (S::BAD_GATEWAY, "api_error", Some("upstream_error")),
             Self::UpstreamTimeout { .. } => (S::GATEWAY_TIMEOUT, "api_error", Some("upstream_timeout")),
             Self::UnsupportedProvider { .. } => (S::BAD_GATEWAY, "api_error", Some("provider_unsupported")),
+            Self::AllAttemptsFailed { timeout: true, .. } => {
+                (S::GATEWAY_TIMEOUT, "api_error", Some("upstream_timeout"))
+            }
+            Self::AllAttemptsFailed { timeout: false, .. } => {
+                (S::BAD_GATEWAY, "api_error", Some("upstream_error"))
+            }
         };
         Mapping { status, kind, code }
     }

@@ -2,9 +2,12 @@
 //! records usage, serving from an in-memory config swapped in atomically.
 
 pub mod auth;
+pub mod balance;
 pub mod body;
+pub mod breaker;
 pub mod config;
 pub mod error;
+pub mod forward;
 pub mod metrics;
 pub mod provider;
 pub mod proxy;

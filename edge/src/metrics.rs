@@ -14,6 +14,11 @@ pub const UPSTREAM_ERRORS: &str = "llmgw_upstream_errors_total";
 pub const CONFIG_REVISION: &str = "llmgw_config_revision";
 pub const CONFIG_RELOAD_FAILURES: &str = "llmgw_config_reload_failures_total";
 pub const IN_FLIGHT: &str = "llmgw_requests_in_flight";
+pub const ATTEMPTS: &str = "llmgw_attempts_total";
+pub const FALLBACKS: &str = "llmgw_fallbacks_total";
+pub const EJECTIONS: &str = "llmgw_ejections_total";
+pub const TARGET_EJECTED: &str = "llmgw_target_ejected";
+pub const TARGET_LATENCY: &str = "llmgw_target_latency_ewma_seconds";
 
 pub use llmgw_shared::ops::MetricsError;
 
@@ -39,4 +44,12 @@ fn describe() {
     describe_gauge!(CONFIG_REVISION, "Revision of the configuration this edge serves.");
     describe_counter!(CONFIG_RELOAD_FAILURES, "Configurations rejected on reload.");
     describe_gauge!(IN_FLIGHT, "Requests being served.");
+    describe_counter!(ATTEMPTS, "Upstream attempts, by alias, target and outcome (ok or failure reason).");
+    describe_counter!(
+        FALLBACKS,
+        "Attempts that moved on to another target, by alias and the target moved to."
+    );
+    describe_counter!(EJECTIONS, "Targets ejected by the breaker, by target and reason.");
+    describe_gauge!(TARGET_EJECTED, "1 while a target is ejected.");
+    describe_gauge!(TARGET_LATENCY, "EWMA of a target's time to first byte (first token for streams).");
 }

@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use eventsource_stream::{EventStream, Eventsource};
@@ -17,7 +17,7 @@ use http_body_util::BodyDataStream;
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
-use crate::provider::openai::{ProviderUsage, StreamChunk};
+use crate::provider::openai::{FirstTokenProbe, ProviderUsage, StreamChunk};
 use crate::record::RequestRecord;
 
 pub enum RespBody {
@@ -62,6 +62,8 @@ impl Body for RespBody {
 #[derive(Debug)]
 pub enum StartError {
     ClosedEarly,
+    /// No first token by the alias's `ttft_timeout_ms`.
+    FirstToken,
     Malformed(String),
     Read(String),
     Timeout,
@@ -69,6 +71,7 @@ pub enum StartError {
 
 pub struct SseRelay {
     events: EventStream<BodyDataStream<Incoming>>,
+    /// Events read before the first token (a role chunk), sent together with it.
     first: Option<Bytes>,
     client_wants_usage: bool,
     deadline: Pin<Box<Sleep>>,
@@ -97,18 +100,28 @@ impl SseRelay {
         }
     }
 
-    /// Waits for the first event to send, so that an upstream that answers 200 and then nothing
-    /// useful is still a clean 502 rather than a broken stream.
-    pub async fn start(mut self) -> Result<Self, (StartError, RequestRecord)> {
+    /// Waits for the first token (holding back a role-only chunk before it), so an upstream that
+    /// answers 200 and then nothing useful — or nothing by `ttft` — can still be retried on
+    /// another target, or answered with a clean 502/504, before any byte reaches the client.
+    pub async fn start(mut self, ttft: Option<Instant>) -> Result<Self, (StartError, RequestRecord)> {
+        let mut held = BytesMut::new();
+        let mut ttft_timer = Box::pin(tokio::time::sleep_until(
+            ttft.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)).into(),
+        ));
         loop {
             let next = tokio::select! {
                 () = &mut self.deadline => return Err(self.fail_start(StartError::Timeout)),
+                () = &mut ttft_timer, if ttft.is_some() => return Err(self.fail_start(StartError::FirstToken)),
                 ev = self.events.next() => ev,
             };
+            let token =
+                matches!(&next, Some(Ok(ev)) if ev.data == "[DONE]" || FirstTokenProbe::has_token(&ev.data));
             match self.classify(next) {
+                Next::Emit(b) if !token => held.extend_from_slice(&b),
                 Next::Emit(b) => {
                     self.record.ttft = Some(self.record.start.elapsed());
-                    self.first = Some(b);
+                    held.extend_from_slice(&b);
+                    self.first = Some(held.freeze());
                     return Ok(self);
                 }
                 Next::Skip => {}

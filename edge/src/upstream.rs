@@ -11,6 +11,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::breaker::TargetHealth;
+
+/// (provider, upstream model) → that target's health.
+type HealthMap = HashMap<(String, String), Arc<TargetHealth>>;
+
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// One client (and so one connection pool) per connect timeout, kept across config reloads so a
@@ -18,9 +23,20 @@ pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 #[derive(Clone, Default)]
 pub struct ClientCache {
     clients: Arc<Mutex<HashMap<Duration, UpstreamClient>>>,
+    health: Arc<Mutex<HealthMap>>,
 }
 
 impl ClientCache {
+    /// The health record of a (provider, upstream model) target, the same across configs so a
+    /// reload keeps breaker state and latency history of targets that still exist.
+    pub fn health(&self, provider: &str, model: &str) -> Arc<TargetHealth> {
+        let mut map = match self.health.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry((provider.to_owned(), model.to_owned())).or_default().clone()
+    }
+
     pub fn get(&self, connect_timeout: Duration) -> UpstreamClient {
         let mut clients = match self.clients.lock() {
             Ok(g) => g,

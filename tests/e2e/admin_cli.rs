@@ -181,7 +181,7 @@ async fn sealed_credentials_need_the_master_key_and_never_reach_the_store_in_cle
     let mock = MockProvider::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let no_key = Llmgw::control_plane(
+    let mut no_key = Llmgw::control_plane(
         &["--store", "embedded", "--data-dir", data.to_str().unwrap()],
         &[("LLMGW_ADMIN_TOKEN", ADMIN_TOKEN)],
     )
@@ -189,7 +189,8 @@ async fn sealed_credentials_need_the_master_key_and_never_reach_the_store_in_cle
     let file = write(dir.path(), "c.yaml", &cluster_config(&mock.base_url()));
     let r = admin(&no_key.grpc_url(), ADMIN_TOKEN, &["apply", "-f", &file]).await;
     assert!(!r.ok && r.stderr.contains("LLMGW_MASTER_KEY"), "{}", r.stderr);
-    drop(no_key);
+    no_key.signal("TERM");
+    no_key.wait_exit(PATIENCE).await;
     let cp =
         Llmgw::control_plane(&["--store", "embedded", "--data-dir", data.to_str().unwrap()], &cp_env()).await;
     let r = admin(&cp.grpc_url(), ADMIN_TOKEN, &["apply", "-f", &file]).await;

@@ -79,3 +79,48 @@ pub fn request(
     }
     b.body(Full::new(body))
 }
+
+/// Does a chunk carry the first token: text, a tool call, or a finish? (A role-only chunk with
+/// empty content does not: providers send it before they have produced anything.)
+#[derive(Debug, Deserialize)]
+pub struct FirstTokenProbe {
+    #[serde(default)]
+    choices: Vec<ChoiceProbe>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChoiceProbe {
+    #[serde(default)]
+    delta: Option<DeltaProbe>,
+    /// Legacy completions stream `text` instead of a delta.
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DeltaProbe {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<IgnoredAny>,
+    #[serde(default)]
+    function_call: Option<IgnoredAny>,
+}
+
+impl FirstTokenProbe {
+    #[must_use]
+    pub fn has_token(data: &str) -> bool {
+        let Ok(p) = serde_json::from_str::<Self>(data) else { return true };
+        p.choices.iter().any(|c| {
+            c.finish_reason.is_some()
+                || c.text.as_deref().is_some_and(|t| !t.is_empty())
+                || c.delta.as_ref().is_some_and(|d| {
+                    d.content.as_deref().is_some_and(|t| !t.is_empty())
+                        || d.tool_calls.is_some()
+                        || d.function_call.is_some()
+                })
+        })
+    }
+}
