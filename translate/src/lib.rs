@@ -82,5 +82,5 @@ pub trait StreamConverter: Send {
 
 pub mod anthropic;
 pub mod anthropic_client;
-
+pub mod bedrock;
 pub mod gemini;
