@@ -15,7 +15,7 @@ mod sigv4;
 mod stream;
 
 pub use eventstream::{EventStreamDecoder, MAX_FRAME_BYTES};
-pub use request::request;
+pub use request::{EMPTY_TOOL_RESULT, request};
 pub use response::{error, response};
 pub use sigv4::{SERVICE, sign, sign_for_service};
 pub use stream::StreamToOpenAi;

@@ -14,8 +14,10 @@ use crate::{Options, TranslateError};
 /// - `messages`: `system`/`developer` → `system` text blocks (all of them, wherever they
 ///   appear); `user` and `assistant` → messages of content blocks; assistant `tool_calls` →
 ///   `toolUse` blocks (the call id is the `toolUseId`, the arguments parsed from their JSON
-///   string); `tool` messages → `toolResult` blocks in a user message. Consecutive messages of
-///   one role are merged, because Converse requires user and assistant to alternate.
+///   string); `tool` messages → `toolResult` blocks in a user message ([`EMPTY_TOOL_RESULT`]
+///   for a result with no text). Consecutive messages of one role are merged, because
+///   Converse requires user and assistant to alternate; blank texts are left out, because
+///   Converse refuses them.
 /// - Content: text; images as base64 `data:` URLs (png, jpeg, gif, webp) → `image` blocks;
 ///   `file` parts with a base64 `file_data` of a type Converse reads (pdf, csv, doc, docx,
 ///   xls, xlsx, html, txt, md) → `document` blocks, named after the file name. A
@@ -151,6 +153,9 @@ pub fn request(body: &Value, opts: &Options) -> Result<Value, TranslateError> {
     Ok(Value::Object(out))
 }
 
+/// What a tool result with no text says to the model, since Converse refuses blank text.
+pub const EMPTY_TOOL_RESULT: &str = "(no output)";
+
 type Refuse<'a> = dyn Fn(&str, &str) -> Result<(), TranslateError> + 'a;
 
 fn number(v: &Value, key: &str) -> Result<Value, TranslateError> {
@@ -211,13 +216,18 @@ fn convert_messages(messages: &[Value], refuse: &Refuse<'_>) -> Result<Converted
                     .get("tool_call_id")
                     .and_then(Value::as_str)
                     .ok_or_else(|| invalid(format!("{at}.tool_call_id is missing")))?;
-                let text = match content {
+                let mut text = match content {
                     Value::String(s) => s.clone(),
                     _ => text_blocks(content, &at, false)?
                         .iter()
                         .filter_map(|b| b.get("text").and_then(Value::as_str))
                         .collect(),
                 };
+                if text.trim().is_empty() {
+                    // Converse refuses a blank text block here too (a 400), and a tool that
+                    // printed nothing is common.
+                    text = EMPTY_TOOL_RESULT.to_owned();
+                }
                 ("user", vec![json!({ "toolResult": { "toolUseId": id, "content": [{ "text": text }] } })])
             }
             "function" => {
@@ -241,13 +251,14 @@ fn convert_messages(messages: &[Value], refuse: &Refuse<'_>) -> Result<Converted
 }
 
 /// Text blocks of a system, assistant or tool message: a string, or `text` (and, for
-/// assistants, `refusal`) parts. Empty texts are left out: Converse refuses blank blocks.
+/// assistants, `refusal`) parts. Blank texts (empty or whitespace) are left out: Converse
+/// refuses blank blocks with a 400.
 fn text_blocks(content: &Value, at: &str, assistant: bool) -> Result<Vec<Value>, TranslateError> {
     let mut out = Vec::new();
     match content {
         Value::Null => {}
         Value::String(s) => {
-            if !s.is_empty() {
+            if !s.trim().is_empty() {
                 out.push(json!({ "text": s }));
             }
         }
@@ -263,7 +274,7 @@ fn text_blocks(content: &Value, at: &str, assistant: bool) -> Result<Vec<Value>,
                     }
                 }
                 .ok_or_else(|| invalid(format!("{at}.content[{j}] has no text")))?;
-                if !text.is_empty() {
+                if !text.trim().is_empty() {
                     out.push(json!({ "text": text }));
                 }
                 if p.get("cache_control").is_some_and(|c| !c.is_null()) {
@@ -296,7 +307,7 @@ fn user_blocks(content: &Value, at: &str, refuse: &Refuse<'_>) -> Result<Vec<Val
                     .get("text")
                     .and_then(Value::as_str)
                     .ok_or_else(|| invalid(format!("{at}.text is missing")))?;
-                if !text.is_empty() {
+                if !text.trim().is_empty() {
                     out.push(json!({ "text": text }));
                 }
                 if p.get("cache_control").is_some_and(|c| !c.is_null()) {

@@ -16,9 +16,10 @@ use crate::{Options, TranslateError};
 ///   contents (text, then `tool_calls` as `functionCall` parts with the arguments parsed from
 ///   their JSON string); `tool` → `functionResponse` parts, the function name looked up from the
 ///   earlier tool call with that id, consecutive tool messages in one `user` turn (Gemini
-///   expects every response to a turn's parallel calls together). A tool result that is a JSON
-///   object is sent as the response object; anything else is wrapped as `{"output": text}`,
-///   the key Gemini documents for a function's output.
+///   expects every response to a turn's parallel calls together); empty texts, and turns left
+///   with nothing, are left out (Gemini refuses a content without parts). A tool result that
+///   is a JSON object is sent as the response object; anything else is wrapped as
+///   `{"output": text}`, the key Gemini documents for a function's output.
 /// - Content parts: text; images and files as `data:` URLs → `inlineData`; `http(s)://` and
 ///   `gs://` image URLs → `fileData` with a MIME type guessed from the URL's extension (a URL
 ///   whose type cannot be guessed is refused: Gemini requires a MIME type and a wrong one
@@ -219,7 +220,9 @@ fn messages_to_contents(
             }
             "user" => {
                 let parts = user_parts(content, &at, refuse)?;
-                contents.push(json!({ "role": "user", "parts": parts }));
+                if !parts.is_empty() {
+                    contents.push(json!({ "role": "user", "parts": parts }));
+                }
             }
             "assistant" => {
                 let mut parts: Vec<Value> = texts(content, &at)?
@@ -251,11 +254,11 @@ fn messages_to_contents(
                     }
                     parts.push(part);
                 }
-                if parts.is_empty() {
-                    // An empty assistant turn; Gemini rejects a content without parts.
-                    parts.push(json!({ "text": "" }));
+                // An empty assistant turn says nothing, and Gemini refuses a content without
+                // parts.
+                if !parts.is_empty() {
+                    contents.push(json!({ "role": "model", "parts": parts }));
                 }
-                contents.push(json!({ "role": "model", "parts": parts }));
             }
             "tool" => {
                 let id = m
@@ -309,6 +312,7 @@ fn texts(content: &Value, at: &str) -> Result<Vec<String>, TranslateError> {
 
 fn user_parts(content: &Value, at: &str, refuse: &Refuse<'_>) -> Result<Vec<Value>, TranslateError> {
     let parts = match content {
+        Value::String(s) if s.is_empty() => return Ok(Vec::new()),
         Value::String(s) => return Ok(vec![json!({ "text": s })]),
         Value::Array(parts) => parts,
         _ => return Err(invalid(format!("{at}.content must be a string or an array of parts"))),
@@ -322,7 +326,9 @@ fn user_parts(content: &Value, at: &str, refuse: &Refuse<'_>) -> Result<Vec<Valu
                     .get("text")
                     .and_then(Value::as_str)
                     .ok_or_else(|| invalid(format!("{at}.text is missing")))?;
-                out.push(json!({ "text": text }));
+                if !text.is_empty() {
+                    out.push(json!({ "text": text }));
+                }
             }
             Some("image_url") => {
                 let url = p
