@@ -35,8 +35,9 @@ impl Policy {
     }
 }
 
-/// The weight of a new latency sample in the EWMA.
-const ALPHA: f64 = 0.2;
+/// The weight of a new latency sample in the EWMA: high, so a recovered target wins traffic back
+/// after a few exploration samples.
+const ALPHA: f64 = 0.5;
 
 #[derive(Default)]
 pub struct TargetHealth {
@@ -164,6 +165,6 @@ mod tests {
         h.on_success(Duration::from_millis(100));
         h.on_success(Duration::from_millis(200));
         let l = h.latency().unwrap().as_secs_f64();
-        assert!((l - 0.120).abs() < 1e-6, "{l}");
+        assert!((l - 0.150).abs() < 1e-6, "{l}");
     }
 }

@@ -227,11 +227,9 @@ async fn attempt(
             .map_err(|e| Failure::new(Reason::BadResponse, format!("cannot build the request: {e}")))?;
     let deadline = started + provider.timeout;
     let ttft = route.ttft.map(|t| started + t);
-    // Non-streaming: the first-token bound applies to the response headers.
-    let headers_by = match ttft {
-        Some(t) if !req.stream => t.min(deadline),
-        _ => deadline,
-    };
+    // No token can come before the headers: the first-token bound covers them too (and is all
+    // there is to bound for a non-streamed answer).
+    let headers_by = ttft.map_or(deadline, |t| t.min(deadline));
     let timeout = |after: Instant| {
         let ms = after.saturating_duration_since(started).as_millis();
         if ttft == Some(after) {

@@ -12,5 +12,6 @@ mod dev;
 mod edge_errors;
 mod edge_ops;
 mod edge_proxy;
+mod routing;
 mod scale;
 mod sdk_openai;
