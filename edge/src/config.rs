@@ -111,6 +111,7 @@ pub struct Target {
     pub label: Arc<str>,
     /// Shared with every config that has this target, so a reload keeps its breaker and EWMA.
     pub health: Arc<TargetHealth>,
+    pub metrics: Arc<crate::metrics::TargetMetrics>,
 }
 
 /// Which failures move a request on to the next target (`fallback_on`).
@@ -460,6 +461,11 @@ impl EdgeConfig {
                         weight: t.weight.max(1),
                         label: format!("{}/{}", t.provider, t.model).into(),
                         health: clients.health(&t.provider, &t.model),
+                        metrics: Arc::new(crate::metrics::TargetMetrics::new(
+                            &m.name,
+                            &t.provider,
+                            &format!("{}/{}", t.provider, t.model),
+                        )),
                     });
                 }
             }

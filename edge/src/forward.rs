@@ -150,6 +150,7 @@ pub async fn forward(
                 provider: target.provider.name.clone(),
                 upstream_model: target.model.clone(),
                 pricing: target.pricing,
+                metrics: target.metrics.clone(),
             });
         }
         let started = Instant::now();
@@ -158,15 +159,18 @@ pub async fn forward(
             Ok(_) => "ok",
             Err(f) => f.reason.label(),
         };
-        metrics::counter!(m::ATTEMPTS, "model" => route.name.to_string(), "target" => target.label.to_string(), "outcome" => label).increment(1);
+        if label == "ok" {
+            target.metrics.attempts_ok.increment(1);
+        } else {
+            metrics::counter!(m::ATTEMPTS, "model" => route.name.to_string(), "target" => target.label.to_string(), "outcome" => label).increment(1);
+        }
         let failure = match outcome {
             Ok((resp, ttfb)) => {
                 target.health.on_success(ttfb);
                 if let Some(l) = target.health.latency() {
-                    metrics::gauge!(m::TARGET_LATENCY, "target" => target.label.to_string())
-                        .set(l.as_secs_f64());
+                    target.metrics.latency.set(l.as_secs_f64());
                 }
-                metrics::gauge!(m::TARGET_EJECTED, "target" => target.label.to_string()).set(0.0);
+                target.metrics.ejected.set(0.0);
                 return Ok(resp);
             }
             Err(f) => f,
@@ -175,7 +179,7 @@ pub async fn forward(
             && let Some(cooldown) = target.health.on_failure(&route.breaker, now_ms(), failure.retry_after)
         {
             metrics::counter!(m::EJECTIONS, "target" => target.label.to_string(), "reason" => failure.reason.label()).increment(1);
-            metrics::gauge!(m::TARGET_EJECTED, "target" => target.label.to_string()).set(1.0);
+            target.metrics.ejected.set(1.0);
             tracing::warn!(target = %target.label, reason = failure.reason.label(), cooldown_ms = cooldown.as_millis() as u64, "target ejected");
         }
         tried.push(format!("{}: {}", target.label, failure.message));

@@ -53,3 +53,41 @@ fn describe() {
     describe_gauge!(TARGET_EJECTED, "1 while a target is ejected.");
     describe_gauge!(TARGET_LATENCY, "EWMA of a target's time to first byte (first token for streams).");
 }
+
+/// Metric handles for one target of one alias, registered when the config is built so the
+/// request path only touches atomics (no label hashing or allocation per request).
+pub struct TargetMetrics {
+    pub ok: metrics::Counter,
+    pub duration: metrics::Histogram,
+    pub ttft: metrics::Histogram,
+    pub tokens_in: metrics::Counter,
+    pub tokens_out: metrics::Counter,
+    pub cost: metrics::Counter,
+    pub attempts_ok: metrics::Counter,
+    pub latency: metrics::Gauge,
+    pub ejected: metrics::Gauge,
+}
+
+impl TargetMetrics {
+    #[must_use]
+    pub fn new(model: &str, provider: &str, target: &str) -> Self {
+        let (m, p, t) = (model.to_owned(), provider.to_owned(), target.to_owned());
+        Self {
+            ok: metrics::counter!(REQUESTS, "model" => m.clone(), "provider" => p.clone(), "status" => "200"),
+            duration: metrics::histogram!(REQUEST_DURATION, "model" => m.clone(), "provider" => p.clone()),
+            ttft: metrics::histogram!(TTFT, "model" => m.clone(), "provider" => p.clone()),
+            tokens_in: metrics::counter!(TOKENS, "model" => m.clone(), "provider" => p.clone(), "direction" => "input"),
+            tokens_out: metrics::counter!(TOKENS, "model" => m.clone(), "provider" => p.clone(), "direction" => "output"),
+            cost: metrics::counter!(COST, "model" => m.clone(), "provider" => p),
+            attempts_ok: metrics::counter!(ATTEMPTS, "model" => m, "target" => t.clone(), "outcome" => "ok"),
+            latency: metrics::gauge!(TARGET_LATENCY, "target" => t.clone()),
+            ejected: metrics::gauge!(TARGET_EJECTED, "target" => t),
+        }
+    }
+}
+
+/// The in-flight gauge, looked up once.
+pub fn in_flight() -> &'static metrics::Gauge {
+    static G: std::sync::OnceLock<metrics::Gauge> = std::sync::OnceLock::new();
+    G.get_or_init(|| metrics::gauge!(IN_FLIGHT))
+}

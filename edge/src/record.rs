@@ -19,6 +19,7 @@ pub struct Routed {
     pub provider: Arc<str>,
     pub upstream_model: Arc<str>,
     pub pricing: Option<Pricing>,
+    pub metrics: Arc<crate::metrics::TargetMetrics>,
 }
 
 /// Finished exactly once: explicitly, or on drop when the client went away first (499).
@@ -38,7 +39,7 @@ pub struct RequestRecord {
 
 impl RequestRecord {
     pub fn new(edge: Arc<Edge>, request_id: HeaderValue, start: Instant, path: &'static str) -> Self {
-        metrics::gauge!(m::IN_FLIGHT).increment(1.0);
+        m::in_flight().increment(1.0);
         Self {
             edge,
             done: false,
@@ -60,7 +61,7 @@ impl RequestRecord {
             return;
         }
         let edge = &*self.edge;
-        metrics::gauge!(m::IN_FLIGHT).decrement(1.0);
+        m::in_flight().decrement(1.0);
         let elapsed = self.start.elapsed();
         let cost = self.routed.as_ref().map_or(0, |r| cost_micro_usd(r.pricing.as_ref(), self.tokens));
         if let (Some(k), Some(r)) = (&self.key, &self.routed) {
@@ -74,22 +75,29 @@ impl RequestRecord {
             };
             edge.usage.record(&key, self.tokens, cost, error.is_some() || status >= 400);
         }
-        let (model, provider) = match &self.routed {
-            Some(r) => (r.model.to_string(), r.provider.to_string()),
-            None => ("-".to_owned(), "-".to_owned()),
-        };
-        metrics::counter!(m::REQUESTS, "model" => model.clone(), "provider" => provider.clone(), "status" => status.to_string()).increment(1);
-        metrics::histogram!(m::REQUEST_DURATION, "model" => model.clone(), "provider" => provider.clone())
-            .record(elapsed.as_secs_f64());
-        if let Some(t) = self.ttft {
-            metrics::histogram!(m::TTFT, "model" => model.clone(), "provider" => provider.clone())
-                .record(t.as_secs_f64());
-        }
-        if self.routed.is_some() {
-            metrics::counter!(m::TOKENS, "model" => model.clone(), "provider" => provider.clone(), "direction" => "input").increment(self.tokens.input);
-            metrics::counter!(m::TOKENS, "model" => model.clone(), "provider" => provider.clone(), "direction" => "output").increment(self.tokens.output);
-            metrics::counter!(m::COST, "model" => model.clone(), "provider" => provider.clone())
-                .increment(cost);
+        match &self.routed {
+            Some(r) => {
+                let tm = &r.metrics;
+                if status == 200 {
+                    tm.ok.increment(1);
+                } else {
+                    let (model, provider) = (r.model.to_string(), r.provider.to_string());
+                    metrics::counter!(m::REQUESTS, "model" => model, "provider" => provider, "status" => status.to_string())
+                        .increment(1);
+                }
+                tm.duration.record(elapsed.as_secs_f64());
+                if let Some(t) = self.ttft {
+                    tm.ttft.record(t.as_secs_f64());
+                }
+                tm.tokens_in.increment(self.tokens.input);
+                tm.tokens_out.increment(self.tokens.output);
+                tm.cost.increment(cost);
+            }
+            None => {
+                metrics::counter!(m::REQUESTS, "model" => "-", "provider" => "-", "status" => status.to_string()).increment(1);
+                metrics::histogram!(m::REQUEST_DURATION, "model" => "-", "provider" => "-")
+                    .record(elapsed.as_secs_f64());
+            }
         }
         tracing::info!(
             target: "llmgw::access",
@@ -98,8 +106,8 @@ impl RequestRecord {
             status,
             error = error.unwrap_or(""),
             key = self.key.as_ref().map_or("-", |k| &*k.name),
-            model = %model,
-            provider = %provider,
+            model = self.routed.as_ref().map_or("-", |r| &*r.model),
+            provider = self.routed.as_ref().map_or("-", |r| &*r.provider),
             upstream_model = self.routed.as_ref().map_or("-", |r| &*r.upstream_model),
             stream = self.stream,
             input_tokens = self.tokens.input,

@@ -201,3 +201,29 @@ async fn sealed_credentials_need_the_master_key_and_never_reach_the_store_in_cle
         assert!(!raw.windows(s.len()).any(|w| w == s.as_bytes()), "{s} stored in clear");
     }
 }
+
+#[tokio::test]
+async fn grpc_reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let cp = embedded_cp().await;
+    let channel = tonic::transport::Endpoint::from_shared(cp.grpc_url()).unwrap().connect().await.unwrap();
+    let mut client = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers =
+        client.server_reflection_info(futures_util::stream::iter([req])).await.unwrap().into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("{answer:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in ["llmgw.v1.Admin", "llmgw.v1.Sync"] {
+        assert!(names.iter().any(|n| n == want), "{want} not listed: {names:?}");
+    }
+}

@@ -224,3 +224,25 @@ async fn a_failing_target_is_ejected_then_used_again_after_it_recovers() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn least_cost_picks_the_cheapest_target() {
+    let models = two("least_cost", "a", "b", "")
+        .replace(
+            "model: \"model-a\" }",
+            "model: \"model-a\", pricing: { input_per_mtok: 5.0, output_per_mtok: 15.0 } }",
+        )
+        .replace(
+            "model: \"model-b\" }",
+            "model: \"model-b\", pricing: { input_per_mtok: 0.1, output_per_mtok: 0.4 } }",
+        );
+    let s = setup(&models).await;
+    for _ in 0..10 {
+        let resp = chat(&s.gw, body("hi", false)).await;
+        assert_eq!(resp.headers()["x-llmgw-provider"], "b");
+    }
+    // The cheap one failing, the expensive one answers.
+    s.b.set_default(Behaviour { status: Some(503), ..Behaviour::default() });
+    let resp = chat(&s.gw, body("hi", false)).await;
+    assert_eq!((resp.status().as_u16(), resp.headers()["x-llmgw-provider"].to_str().unwrap()), (200, "a"));
+}
