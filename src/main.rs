@@ -42,10 +42,12 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{msg}");
             Ok(())
         }
-        Command::Edge(args) => runtime()?.block_on(async {
-            llmgw_edge::run(args, shutdown_signal()).await?;
+        Command::Edge(args) => {
+            let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            let workers = std::env::var("LLMGW_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(workers);
+            llmgw_edge::run_threaded(args, workers, shutdown_signal)?;
             Ok(())
-        }),
+        }
         Command::ControlPlane(args) => runtime()?.block_on(async {
             llmgw_control_plane::run(args, secrets_from_env(), shutdown_signal()).await?;
             Ok(())

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::balance::{Rotation, Strategy, smooth_schedule};
 use crate::breaker::{Policy, TargetHealth};
-use crate::upstream::{ClientCache, UpstreamClient};
+use crate::upstream::{ClientCache, Clients};
 
 /// How the edge speaks to a provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub struct Provider {
     uris: [Uri; 3],
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub timeout: std::time::Duration,
-    pub client: UpstreamClient,
+    pub client: Clients,
 }
 
 impl Provider {

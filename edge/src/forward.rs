@@ -242,7 +242,7 @@ async fn attempt(
             Failure::new(Reason::Timeout, format!("timed out after {ms} ms"))
         }
     };
-    let resp = match timeout_at(headers_by.into(), provider.client.request(upstream_req)).await {
+    let resp = match timeout_at(headers_by.into(), provider.client.get().request(upstream_req)).await {
         Err(_) => return Err(timeout(headers_by)),
         Ok(Err(e)) if e.is_connect() => return Err(Failure::new(Reason::Connect, chain(&e))),
         Ok(Err(e)) => return Err(Failure::new(Reason::BadResponse, chain(&e))),

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::Edge;
 
+#[derive(Debug, Clone, Copy)]
 pub struct ServerOptions {
     /// A client that has not sent its whole request head by then is disconnected, so
     /// half-open connections cannot pile up.
@@ -59,4 +60,27 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>, opts: ServerOptions, 
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(opts.shutdown_grace) => tracing::warn!("shutdown grace elapsed; closing remaining connections"),
     }
+}
+
+/// `n` listeners on one address with `SO_REUSEPORT`, so the kernel spreads connections over the
+/// worker threads. Port 0 is resolved by the first bind and reused by the others.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn bind_reuseport(addr: std::net::SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut out = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        out.push(listener);
+    }
+    Ok(out)
 }

@@ -18,11 +18,41 @@ type HealthMap = HashMap<(String, String), Arc<TargetHealth>>;
 
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+thread_local! {
+    /// Which worker thread this is (thread-per-core mode); 0 elsewhere.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+static WORKERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Thread-per-core: one connection pool per worker, so a request's upstream connection is
+/// driven by the thread that serves the request. Set once, before any config is built.
+pub fn set_workers(n: usize) {
+    let _ = WORKERS.set(n.max(1));
+}
+
+pub fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
+/// A provider's clients, one per worker thread.
+#[derive(Clone)]
+pub struct Clients(Arc<[UpstreamClient]>);
+
+impl Clients {
+    /// The calling worker's client.
+    #[must_use]
+    pub fn get(&self) -> &UpstreamClient {
+        let i = WORKER.with(std::cell::Cell::get);
+        &self.0[i % self.0.len()]
+    }
+}
+
 /// One client (and so one connection pool) per connect timeout, kept across config reloads so a
 /// reload does not drop warm connections. Used only when a config is built, never per request.
 #[derive(Clone, Default)]
 pub struct ClientCache {
-    clients: Arc<Mutex<HashMap<Duration, UpstreamClient>>>,
+    clients: Arc<Mutex<HashMap<Duration, Clients>>>,
     health: Arc<Mutex<HealthMap>>,
 }
 
@@ -37,12 +67,16 @@ impl ClientCache {
         map.entry((provider.to_owned(), model.to_owned())).or_default().clone()
     }
 
-    pub fn get(&self, connect_timeout: Duration) -> UpstreamClient {
+    pub fn get(&self, connect_timeout: Duration) -> Clients {
         let mut clients = match self.clients.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        clients.entry(connect_timeout).or_insert_with(|| new_client(connect_timeout)).clone()
+        let n = WORKERS.get().copied().unwrap_or(1);
+        clients
+            .entry(connect_timeout)
+            .or_insert_with(|| Clients((0..n).map(|_| new_client(connect_timeout)).collect()))
+            .clone()
     }
 }
 
