@@ -246,3 +246,22 @@ async fn least_cost_picks_the_cheapest_target() {
     let resp = chat(&s.gw, body("hi", false)).await;
     assert_eq!((resp.status().as_u16(), resp.headers()["x-llmgw-provider"].to_str().unwrap()), (200, "a"));
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_breaker_state_of_targets_that_still_exist() {
+    let models = two("priority", "a", "b", "    breaker: { failures: 1, cooldown_ms: 60000 }\n");
+    let mut s = setup(&models).await;
+    s.a.set_default(Behaviour { status: Some(500), ..Behaviour::default() });
+    expect_second(&s, chat(&s.gw, body("hi", false)).await).await;
+    assert_eq!(s.a.hits("chat"), 1);
+    // A reload (a new key, same targets): target a is still ejected for its cooldown.
+    let path = s.gw.dir.join("llmgw.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}  - name: k2\n    team: t\n    secret: {{ value: sk-llmgw-other-0002 }}\n")).unwrap();
+    s.gw.signal("HUP");
+    s.gw.wait_log(|l| l["message"] == "configuration reloaded").await;
+    let resp = chat(&s.gw, body("hi", false)).await;
+    assert_eq!(resp.headers()["x-llmgw-attempts"], "1");
+    assert_eq!(resp.headers()["x-llmgw-provider"], "b");
+    assert_eq!(s.a.hits("chat"), 1, "the reload forgot that a was ejected");
+}
