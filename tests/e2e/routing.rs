@@ -257,7 +257,11 @@ async fn a_reload_keeps_the_breaker_state_of_targets_that_still_exist() {
     // A reload (a new key, same targets): target a is still ejected for its cooldown.
     let path = s.gw.dir.join("llmgw.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, format!("{text}  - name: k2\n    team: t\n    secret: {{ value: sk-llmgw-other-0002 }}\n")).unwrap();
+    std::fs::write(
+        &path,
+        format!("{text}  - name: k2\n    team: t\n    secret: {{ value: sk-llmgw-other-0002 }}\n"),
+    )
+    .unwrap();
     s.gw.signal("HUP");
     s.gw.wait_log(|l| l["message"] == "configuration reloaded").await;
     let resp = chat(&s.gw, body("hi", false)).await;
