@@ -4,12 +4,9 @@
 use llmgw_shared::proto::AuditRecord;
 use prost::Message;
 
+use crate::compile::now_ms;
 use crate::layout;
 use crate::store::{Op, Store, StoreError};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 /// The put that records a change. `before`/`after` never contain secrets (callers pass redacted
 /// documents).

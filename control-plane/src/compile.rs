@@ -116,6 +116,12 @@ fn resolve_key(k: &mut proto::Key, view: &View) -> Result<(), CompileError> {
     Ok(())
 }
 
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+#[must_use]
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 #[must_use]
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)

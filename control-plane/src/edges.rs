@@ -10,6 +10,7 @@ use llmgw_shared::proto::EdgeInfo;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::compile::now_ms;
 use crate::layout;
 use crate::store::{Compare, CompareOp, CompareTarget, Op, Store, StoreError, Txn};
 
@@ -29,10 +30,6 @@ pub struct Registry {
     cp_id: String,
     lease: Mutex<i64>,
     local: Mutex<HashMap<String, Local>>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Registry {
