@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use http::{HeaderName, HeaderValue, Uri};
+use http::{HeaderName, HeaderValue};
 use llmgw_shared::proto;
 
 use std::time::Duration;
@@ -38,12 +38,6 @@ impl ProviderKind {
             Self::Bedrock => "bedrock",
         }
     }
-
-    /// Speaks OpenAI's wire format at `{base_url}/chat/completions` with a Bearer token.
-    #[must_use]
-    pub fn is_openai_wire(self) -> bool {
-        matches!(self, Self::OpenAi | Self::OpenAiCompatible)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,20 +50,39 @@ pub enum BuildError {
     Key { key: String, reason: String },
 }
 
-/// The endpoints the edge forwards, each a path under the provider's base URL.
+/// The client-facing endpoints the edge forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// OpenAI's Responses API, passed through to OpenAI-kind providers.
+    Responses,
+    /// Anthropic's Messages API: passed through to Anthropic providers, translated for others.
+    Messages,
+    /// Anthropic's token counting, passed through to Anthropic providers.
+    CountTokens,
 }
 
 impl Endpoint {
-    fn suffix(self) -> &'static str {
+    #[must_use]
+    pub fn path(self) -> &'static str {
         match self {
-            Self::ChatCompletions => "/chat/completions",
-            Self::Completions => "/completions",
-            Self::Embeddings => "/embeddings",
+            Self::ChatCompletions => "/v1/chat/completions",
+            Self::Completions => "/v1/completions",
+            Self::Embeddings => "/v1/embeddings",
+            Self::Responses => "/v1/responses",
+            Self::Messages => "/v1/messages",
+            Self::CountTokens => "/v1/messages/count_tokens",
+        }
+    }
+
+    /// The API format the client speaks on this endpoint.
+    #[must_use]
+    pub fn client_format(self) -> crate::error::ClientFormat {
+        match self {
+            Self::Messages | Self::CountTokens => crate::error::ClientFormat::Anthropic,
+            _ => crate::error::ClientFormat::OpenAi,
         }
     }
 }
@@ -77,10 +90,17 @@ impl Endpoint {
 pub struct Provider {
     pub name: Arc<str>,
     pub kind: ProviderKind,
-    /// `Bearer <credential>` values, marked sensitive so they never print.
+    /// Values of the kind's auth header (`Bearer <credential>` for OpenAI), marked sensitive
+    /// so they never print.
     credentials: Vec<HeaderValue>,
+    pub auth_header: HeaderName,
+    /// Bedrock's key pairs, used to sign each request.
+    aws: Vec<crate::provider::AwsCredential>,
     next_credential: AtomicUsize,
-    uris: [Uri; 3],
+    base_url: String,
+    api_version: String,
+    pub region: Arc<str>,
+    pub drop_unsupported_params: bool,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub timeout: std::time::Duration,
     pub client: Clients,
@@ -96,15 +116,26 @@ impl Provider {
         self.credentials.get(i)
     }
 
+    /// The next AWS key pair, round-robin (Bedrock).
+    pub fn aws_credential(&self) -> Option<&crate::provider::AwsCredential> {
+        if self.aws.is_empty() {
+            return None;
+        }
+        let i = self.next_credential.fetch_add(1, Ordering::Relaxed) % self.aws.len();
+        self.aws.get(i)
+    }
+
+    /// Whether the provider sets this header itself (e.g. its own `anthropic-version`).
     #[must_use]
-    pub fn uri(&self, endpoint: Endpoint) -> &Uri {
-        &self.uris[endpoint as usize]
+    pub fn has_header(&self, name: &str) -> bool {
+        self.headers.iter().any(|(k, _)| k.as_str() == name)
     }
 }
 
 pub struct Target {
     pub provider: Arc<Provider>,
     pub model: Arc<str>,
+    pub urls: crate::provider::Urls,
     pub pricing: Option<proto::Pricing>,
     pub weight: u32,
     /// `provider/model`, for metrics and messages.
@@ -295,21 +326,30 @@ fn build_provider(
 ) -> Result<Provider, BuildError> {
     let err = |reason: String| BuildError::Provider { provider: p.name.clone(), reason };
     let kind = provider_kind(p.kind).map_err(err)?;
+    let (auth_header, bearer) = kind.auth_header();
     let mut credentials = Vec::with_capacity(p.credentials.len());
+    let mut aws = Vec::new();
     for c in &p.credentials {
         let secret = resolve_credential(c, ctx).map_err(err)?;
-        let mut v = HeaderValue::try_from(format!("Bearer {secret}"))
+        if kind == ProviderKind::Bedrock {
+            aws.push(crate::provider::AwsCredential::parse(&secret).map_err(err)?);
+            continue;
+        }
+        let value = if bearer { format!("Bearer {secret}") } else { secret };
+        let mut v = HeaderValue::try_from(value)
             .map_err(|_| err("credential contains characters not allowed in a header".into()))?;
         v.set_sensitive(true);
         credentials.push(v);
     }
-    let base = p.base_url.trim_end_matches('/');
-    let uri = |e: Endpoint| {
-        format!("{base}{}", e.suffix())
-            .parse::<Uri>()
-            .map_err(|e| err(format!("base_url {base:?} is not a valid URL: {e}")))
-    };
-    let uris = [uri(Endpoint::ChatCompletions)?, uri(Endpoint::Completions)?, uri(Endpoint::Embeddings)?];
+    if kind == ProviderKind::Bedrock && p.region.is_empty() {
+        return Err(err("a bedrock provider needs `region`".into()));
+    }
+    if kind == ProviderKind::Bedrock && aws.is_empty() {
+        return Err(err("a bedrock provider needs a credential ACCESS_KEY_ID:SECRET_ACCESS_KEY".into()));
+    }
+    let base_url = p.base_url.trim_end_matches('/').to_owned();
+    // Checked once here so a bad URL fails the config, not the first request.
+    crate::provider::Urls::build(kind, &base_url, "model", &p.api_version).map_err(err)?;
     let mut headers = Vec::with_capacity(p.headers.len());
     for (k, v) in &p.headers {
         let name = HeaderName::try_from(k.as_str()).map_err(|_| err(format!("bad header name {k:?}")))?;
@@ -322,8 +362,13 @@ fn build_provider(
         name: p.name.as_str().into(),
         kind,
         credentials,
+        auth_header,
+        aws,
         next_credential: AtomicUsize::new(0),
-        uris,
+        base_url,
+        api_version: p.api_version.clone(),
+        region: p.region.as_str().into(),
+        drop_unsupported_params: p.drop_unsupported_params,
         headers,
         timeout: ms(p.timeout_ms, 600_000),
         client: clients.get(ms(p.connect_timeout_ms, 5_000)),
@@ -454,9 +499,18 @@ impl EdgeConfig {
                     .get(t.provider.as_str())
                     .ok_or_else(|| err(format!("no provider named {:?}", t.provider)));
                 if let Some(provider) = tolerate(ctx, provider)? {
+                    let urls = crate::provider::Urls::build(
+                        provider.kind,
+                        &provider.base_url,
+                        &t.model,
+                        &provider.api_version,
+                    )
+                    .map_err(|e| err(format!("target {}/{}: {e}", t.provider, t.model)));
+                    let Some(urls) = tolerate(ctx, urls)? else { continue };
                     targets.push(Target {
                         provider: provider.clone(),
                         model: t.model.as_str().into(),
+                        urls,
                         pricing: t.pricing,
                         weight: t.weight.max(1),
                         label: format!("{}/{}", t.provider, t.model).into(),

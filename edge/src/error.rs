@@ -8,6 +8,8 @@ use http::{HeaderValue, StatusCode};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientFormat {
     OpenAi,
+    /// `/v1/messages`: errors as `{"type":"error","error":{"type","message"}}`.
+    Anthropic,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +42,8 @@ pub enum ApiError {
     Upstream { provider: String, reason: String },
     #[error("upstream {provider} timed out after {after_ms} ms")]
     UpstreamTimeout { provider: String, after_ms: u64 },
-    #[error("provider {provider} is of kind {kind}, which this edge cannot call yet")]
-    UnsupportedProvider { provider: String, kind: &'static str },
+    #[error("{0}")]
+    NotSupported(String),
     #[error("all {} attempts failed: {}", attempts.len(), attempts.join("; "))]
     AllAttemptsFailed { attempts: Vec<String>, timeout: bool },
 }
@@ -73,7 +75,7 @@ impl ApiError {
             Self::NotReady => (S::SERVICE_UNAVAILABLE, "api_error", Some("not_ready")),
             Self::Upstream { .. } => (S::BAD_GATEWAY, "api_error", Some("upstream_error")),
             Self::UpstreamTimeout { .. } => (S::GATEWAY_TIMEOUT, "api_error", Some("upstream_timeout")),
-            Self::UnsupportedProvider { .. } => (S::BAD_GATEWAY, "api_error", Some("provider_unsupported")),
+            Self::NotSupported(_) => (S::BAD_REQUEST, "invalid_request_error", Some("not_supported")),
             Self::AllAttemptsFailed { timeout: true, .. } => {
                 (S::GATEWAY_TIMEOUT, "api_error", Some("upstream_timeout"))
             }
@@ -99,10 +101,14 @@ impl ApiError {
     #[must_use]
     pub fn body(&self, format: ClientFormat) -> Bytes {
         let m = self.mapping();
-        let ClientFormat::OpenAi = format;
-        let body = serde_json::json!({
-            "error": { "message": self.to_string(), "type": m.kind, "param": null, "code": m.code }
-        });
+        let body = match format {
+            ClientFormat::OpenAi => serde_json::json!({
+                "error": { "message": self.to_string(), "type": m.kind, "param": null, "code": m.code }
+            }),
+            ClientFormat::Anthropic => {
+                llmgw_translate::anthropic_client::error(m.status.as_u16(), &self.to_string())
+            }
+        };
         Bytes::from(body.to_string())
     }
 
@@ -125,5 +131,14 @@ mod tests {
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert!(v["error"]["param"].is_null());
         assert!(v["error"]["message"].as_str().unwrap().contains("gpt-9"));
+    }
+
+    #[test]
+    fn anthropic_shape() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&ApiError::InvalidKey.body(ClientFormat::Anthropic)).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "authentication_error");
+        assert_eq!(v["error"]["message"], "invalid API key");
     }
 }

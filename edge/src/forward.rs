@@ -11,13 +11,15 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::time::timeout_at;
 
+use crate::adapt::{self, BuildError, Mode, Parsed};
 use crate::balance::{self, Estimate};
 use crate::body::RequestBody;
 use crate::breaker::now_ms;
-use crate::config::{Endpoint, ModelRoute, Target};
-use crate::error::ApiError;
+use crate::config::{Endpoint, ModelRoute, ProviderKind, Target};
+use crate::convert::{ConvertRelay, Source};
+use crate::error::{ApiError, ClientFormat};
 use crate::metrics as m;
-use crate::provider::openai;
+use crate::provider::{self, ClientHeaders, RequestError, openai};
 use crate::record::{RequestRecord, Routed};
 use crate::relay::{RespBody, SseRelay, StartError};
 
@@ -36,7 +38,10 @@ enum Reason {
     FirstToken,
     Status(u16),
     BadResponse,
+    /// This target cannot serve the request (endpoint or parameter); another target might.
     Unsupported,
+    /// The client's request is malformed: no target would take it.
+    Invalid,
 }
 
 impl Reason {
@@ -50,6 +55,7 @@ impl Reason {
             Self::Status(_) => "4xx",
             Self::BadResponse => "bad_response",
             Self::Unsupported => "unsupported",
+            Self::Invalid => "invalid_request",
         }
     }
 
@@ -62,6 +68,7 @@ impl Reason {
             Self::FirstToken | Self::Unsupported => true,
             Self::Status(s) => f.retries_status(s),
             Self::BadResponse => f.status_5xx,
+            Self::Invalid => false,
         }
     }
 
@@ -69,7 +76,7 @@ impl Reason {
     fn counts_against_target(self) -> bool {
         match self {
             Self::Status(s) => s == 429 || s >= 500,
-            Self::Unsupported => false,
+            Self::Unsupported | Self::Invalid => false,
             _ => true,
         }
     }
@@ -112,7 +119,12 @@ pub struct RouteMeta {
 
 pub struct Request<'a> {
     pub body: &'a RequestBody<'a>,
+    pub raw: &'a Bytes,
+    /// The body parsed whole, for translation; parsed at most once.
+    pub parsed: Parsed,
     pub endpoint: Endpoint,
+    pub client: ClientFormat,
+    pub headers: ClientHeaders,
     pub stream: bool,
     pub estimate: Estimate,
 }
@@ -130,6 +142,7 @@ pub async fn forward(
     let plan = balance::plan(route, req.estimate);
     let mut tried = Vec::with_capacity(plan.len());
     let mut last: Option<Failure> = None;
+    let mut all_unsupported = true;
     let only_ejected = plan.len() == 1 && route.targets[plan[0]].health.is_ejected(now_ms());
     for &i in &plan {
         let target = &route.targets[i];
@@ -183,12 +196,14 @@ pub async fn forward(
             tracing::warn!(target = %target.label, reason = failure.reason.label(), cooldown_ms = cooldown.as_millis() as u64, "target ejected");
         }
         tried.push(format!("{}: {}", target.label, failure.message));
+        all_unsupported &= failure.reason == Reason::Unsupported;
         if !failure.reason.retryable(route) {
             return finish(failure, tried);
         }
         last = Some(failure);
     }
     match last {
+        Some(_) if all_unsupported => Err(ApiError::NotSupported(tried.join("; "))),
         // One attempt, and the provider said why: the client sees the provider's own answer.
         Some(f) if tried.len() == 1 && f.passthrough.is_some() => finish(f, tried),
         Some(f) => Err(ApiError::AllAttemptsFailed {
@@ -202,6 +217,7 @@ pub async fn forward(
 fn finish(f: Failure, tried: Vec<String>) -> Result<Resp, ApiError> {
     match f.passthrough {
         Some(resp) => Ok(resp),
+        None if f.reason == Reason::Invalid => Err(ApiError::InvalidRequest(f.message)),
         None => Err(ApiError::AllAttemptsFailed {
             timeout: matches!(f.reason, Reason::Timeout | Reason::FirstToken),
             attempts: tried,
@@ -219,16 +235,30 @@ async fn attempt(
     started: Instant,
 ) -> Result<(Resp, Duration), Failure> {
     let provider = &target.provider;
-    if !provider.kind.is_openai_wire() {
-        let e = ApiError::UnsupportedProvider {
-            provider: provider.name.to_string(),
-            kind: provider.kind.as_str(),
-        };
-        return Err(Failure::new(Reason::Unsupported, e.to_string()));
-    }
-    let upstream_req =
-        openai::request(provider, req.endpoint, req.body.rewrite(&target.model, req.stream), req.stream)
-            .map_err(|e| Failure::new(Reason::BadResponse, format!("cannot build the request: {e}")))?;
+    let Some(mode) = Mode::choose(req.endpoint, provider.kind) else {
+        let msg = format!("provider kind {} does not serve {}", provider.kind.as_str(), req.endpoint.path());
+        return Err(Failure::new(Reason::Unsupported, msg));
+    };
+    let body = if mode.passthrough() {
+        req.body.rewrite(&target.model, req.stream && mode == Mode::OpenAi)
+    } else {
+        match req.parsed.translated(req.raw, req.client, target) {
+            Ok(b) => b,
+            Err(BuildError::Invalid(m)) => return Err(Failure::new(Reason::Invalid, m)),
+            Err(BuildError::Unsupported(m)) => return Err(Failure::new(Reason::Unsupported, m)),
+        }
+    };
+    let upstream_req = match provider::request(target, req.endpoint, req.stream, body, &req.headers) {
+        Ok(r) => r,
+        Err(RequestError::Unserved) => {
+            let msg =
+                format!("provider kind {} does not serve {}", provider.kind.as_str(), req.endpoint.path());
+            return Err(Failure::new(Reason::Unsupported, msg));
+        }
+        Err(RequestError::Sign(m)) => {
+            return Err(Failure::new(Reason::BadResponse, format!("cannot sign the request: {m}")));
+        }
+    };
     let deadline = started + provider.timeout;
     let ttft = route.ttft.map(|t| started + t);
     // No token can come before the headers: the first-token bound covers them too (and is all
@@ -251,15 +281,20 @@ async fn attempt(
     let ttfb = started.elapsed();
     let status = resp.status();
     if !status.is_success() {
-        return Err(provider_error(resp, deadline).await);
+        return Err(provider_error(resp, deadline, mode).await);
     }
     if req.stream {
-        let is_sse = resp
+        let expected = if provider.kind == ProviderKind::Bedrock {
+            "application/vnd.amazon.eventstream"
+        } else {
+            "text/event-stream"
+        };
+        let is_stream = resp
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if !is_sse {
+            .is_some_and(|v| v.starts_with(expected));
+        if !is_stream {
             return Err(Failure::new(
                 Reason::BadResponse,
                 "answered a stream request without an event stream",
@@ -268,22 +303,40 @@ async fn attempt(
         let Some(rec) = record.take() else {
             return Err(Failure::new(Reason::BadResponse, "request record missing"));
         };
-        let relay = SseRelay::new(resp.into_body(), req.body.include_usage, deadline, rec);
-        let relay = match relay.start(ttft).await {
-            Ok(r) => r,
-            Err((e, rec)) => {
-                *record = Some(rec);
-                return Err(match e {
-                    StartError::Timeout => timeout(deadline),
-                    StartError::FirstToken => timeout(ttft.unwrap_or(deadline)),
-                    StartError::ClosedEarly => {
-                        Failure::new(Reason::BadResponse, "closed the stream before sending any token")
-                    }
-                    StartError::Malformed(m) | StartError::Read(m) => Failure::new(Reason::BadResponse, m),
-                });
+        let start_failure = |e: StartError| match e {
+            StartError::Timeout => timeout(deadline),
+            StartError::FirstToken => timeout(ttft.unwrap_or(deadline)),
+            StartError::ClosedEarly => {
+                Failure::new(Reason::BadResponse, "closed the stream before sending any token")
+            }
+            StartError::Malformed(m) | StartError::Read(m) => Failure::new(Reason::BadResponse, m),
+        };
+        let body = if mode == Mode::OpenAi {
+            let relay = SseRelay::new(resp.into_body(), req.body.include_usage, deadline, rec);
+            match relay.start(ttft).await {
+                Ok(r) => RespBody::Sse(Box::new(r)),
+                Err((e, rec)) => {
+                    *record = Some(rec);
+                    return Err(start_failure(e));
+                }
+            }
+        } else {
+            let source = if provider.kind == ProviderKind::Bedrock {
+                Source::aws(resp.into_body())
+            } else {
+                Source::sse(resp.into_body())
+            };
+            let pipeline = adapt::pipeline(mode, &route.name, req.body.include_usage);
+            let relay = ConvertRelay::new(source, pipeline, req.client, deadline, rec);
+            match relay.start(ttft).await {
+                Ok(r) => RespBody::Converted(Box::new(r)),
+                Err((e, rec)) => {
+                    *record = Some(rec);
+                    return Err(start_failure(e));
+                }
             }
         };
-        let mut r = Response::new(RespBody::Sse(Box::new(relay)));
+        let mut r = Response::new(body);
         r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         r.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         return Ok((r, started.elapsed()));
@@ -300,22 +353,36 @@ async fn attempt(
         }
         Ok(Ok(c)) => c.to_bytes(),
     };
-    let parsed: openai::Completion = serde_json::from_slice(&collected).map_err(|e| {
-        Failure::new(
-            Reason::BadResponse,
-            format!("answered 200 with a body that is not the expected JSON: {e}"),
-        )
-    })?;
-    if let (Some(u), Some(rec)) = (parsed.usage, record.as_mut()) {
-        rec.tokens = openai::ProviderUsage::tokens(&u);
-    }
+    let collected = if mode == Mode::OpenAi {
+        let parsed: openai::Completion = serde_json::from_slice(&collected).map_err(|e| {
+            Failure::new(
+                Reason::BadResponse,
+                format!("answered 200 with a body that is not the expected JSON: {e}"),
+            )
+        })?;
+        if let (Some(u), Some(rec)) = (parsed.usage, record.as_mut()) {
+            rec.tokens = openai::ProviderUsage::tokens(&u);
+        }
+        collected
+    } else {
+        let (converted, tokens) = adapt::convert_body(mode, collected, &route.name).map_err(|e| {
+            Failure::new(
+                Reason::BadResponse,
+                format!("answered 200 with a body that is not the expected format: {e}"),
+            )
+        })?;
+        if let Some(rec) = record.as_mut() {
+            rec.tokens = tokens;
+        }
+        converted
+    };
     let mut r = Response::new(RespBody::full(collected));
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok((r, ttfb))
 }
 
 /// A provider's own error: kept whole so it can be passed through with its status and body.
-async fn provider_error(resp: Response<Incoming>, deadline: Instant) -> Failure {
+async fn provider_error(resp: Response<Incoming>, deadline: Instant, mode: Mode) -> Failure {
     let (parts, body) = resp.into_parts();
     let status = parts.status.as_u16();
     let retry_after = parts
@@ -335,12 +402,17 @@ async fn provider_error(resp: Response<Incoming>, deadline: Instant) -> Failure 
             return f;
         }
     };
-    let mut r = Response::new(RespBody::full(bytes.clone()));
+    let aws_type = parts.headers.get("x-amzn-errortype").and_then(|v| v.to_str().ok());
+    let converted = adapt::convert_error(mode, status, aws_type, &bytes);
+    let mut r = Response::new(RespBody::full(converted.clone().unwrap_or_else(|| bytes.clone())));
     *r.status_mut() = parts.status;
     for h in [CONTENT_TYPE, RETRY_AFTER] {
         if let Some(v) = parts.headers.get(&h) {
             r.headers_mut().insert(h, v.clone());
         }
+    }
+    if converted.is_some() {
+        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     Failure {
         reason: Reason::Status(status),
@@ -352,8 +424,9 @@ async fn provider_error(resp: Response<Incoming>, deadline: Instant) -> Failure 
 
 /// The provider's error message, briefly, for the list of attempts.
 fn detail(body: &Bytes) -> String {
-    let msg = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(|s| s.chars().take(200).collect::<String>()));
+    let msg = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| {
+        let m = v["error"]["message"].as_str().or_else(|| v["message"].as_str())?;
+        Some(m.chars().take(200).collect::<String>())
+    });
     msg.map(|m| format!(" ({m})")).unwrap_or_default()
 }

@@ -1,11 +1,13 @@
 //! The edge: a stateless HTTP proxy that authenticates virtual keys, routes to providers and
 //! records usage, serving from an in-memory config swapped in atomically.
 
+pub mod adapt;
 pub mod auth;
 pub mod balance;
 pub mod body;
 pub mod breaker;
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod forward;
 pub mod metrics;

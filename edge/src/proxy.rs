@@ -10,12 +10,14 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use crate::adapt::Parsed;
 use crate::auth::authenticate;
 use crate::balance::Estimate;
 use crate::body::RequestBody;
 use crate::config::{EdgeConfig, Endpoint};
 use crate::error::{ApiError, ClientFormat};
 use crate::forward::{self, RouteMeta};
+use crate::provider::ClientHeaders;
 use crate::record::RequestRecord;
 use crate::relay::RespBody;
 use crate::state::Edge;
@@ -50,15 +52,19 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
 
 async fn dispatch(edge: Arc<Edge>, req: Request<Incoming>, request_id: HeaderValue, start: Instant) -> Resp {
     let endpoint = match req.uri().path() {
-        "/v1/chat/completions" => Some((Endpoint::ChatCompletions, "/v1/chat/completions")),
-        "/v1/completions" => Some((Endpoint::Completions, "/v1/completions")),
-        "/v1/embeddings" => Some((Endpoint::Embeddings, "/v1/embeddings")),
+        "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
+        "/v1/completions" => Some(Endpoint::Completions),
+        "/v1/embeddings" => Some(Endpoint::Embeddings),
+        "/v1/responses" => Some(Endpoint::Responses),
+        "/v1/messages" => Some(Endpoint::Messages),
+        "/v1/messages/count_tokens" => Some(Endpoint::CountTokens),
         _ => None,
     };
     let method = req.method().clone();
     match (endpoint, req.uri().path()) {
-        (Some((endpoint, path)), _) if method == Method::POST => {
-            let mut record = Some(RequestRecord::new(edge.clone(), request_id, start, path));
+        (Some(endpoint), _) if method == Method::POST => {
+            let format = endpoint.client_format();
+            let mut record = Some(RequestRecord::new(edge.clone(), request_id, start, endpoint.path()));
             let mut meta = RouteMeta::default();
             let result = proxy(&edge, req, endpoint, &mut record, &mut meta).await;
             let mut resp = match result {
@@ -72,7 +78,7 @@ async fn dispatch(edge: Arc<Edge>, req: Request<Incoming>, request_id: HeaderVal
                     if let Some(r) = record.as_mut() {
                         r.finish(e.status().as_u16(), Some(e.metric_label()));
                     }
-                    error_response(&e)
+                    error_in(&e, format)
                 }
             };
             let h = resp.headers_mut();
@@ -95,7 +101,11 @@ async fn dispatch(edge: Arc<Edge>, req: Request<Incoming>, request_id: HeaderVal
             true => text(StatusCode::OK, "ready\n"),
             false => error_response(&ApiError::NotReady),
         },
-        (Some(_), path) | (None, path @ ("/v1/models" | "/healthz" | "/readyz")) => {
+        (Some(endpoint), path) => error_in(
+            &ApiError::MethodNotAllowed { method: method.to_string(), path: path.to_owned() },
+            endpoint.client_format(),
+        ),
+        (None, path @ ("/v1/models" | "/healthz" | "/readyz")) => {
             error_response(&ApiError::MethodNotAllowed { method: method.to_string(), path: path.to_owned() })
         }
         (None, path) => {
@@ -122,7 +132,11 @@ fn json(status: StatusCode, body: Bytes) -> Resp {
 }
 
 pub fn error_response(e: &ApiError) -> Resp {
-    json(e.status(), e.body(ClientFormat::OpenAi))
+    error_in(e, ClientFormat::OpenAi)
+}
+
+fn error_in(e: &ApiError, format: ClientFormat) -> Resp {
+    json(e.status(), e.body(format))
 }
 
 fn list_models(edge: &Edge, headers: &http::HeaderMap) -> Result<Resp, ApiError> {
@@ -164,6 +178,7 @@ async fn proxy(
 ) -> Result<Resp, ApiError> {
     let cfg: Arc<EdgeConfig> = edge.config().ok_or(ApiError::NotReady)?;
     let key = authenticate(&cfg, req.headers())?;
+    let headers = ClientHeaders::from(req.headers());
     let rec = record.as_mut().ok_or(ApiError::NotReady)?;
     rec.team = key.team(&cfg);
     rec.key = Some(key.clone());
@@ -173,13 +188,22 @@ async fn proxy(
     if !key.allows(&cfg, &route.name) {
         return Err(ApiError::ModelNotAllowed(route.name.to_string()));
     }
-    let stream = body.stream && endpoint != Endpoint::Embeddings;
+    let stream = body.stream && !matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens);
     rec.stream = stream;
     // Worst case for least_cost: ~4 bytes a token in, the cap (or the alias's default) out.
     let estimate = Estimate {
         input_tokens: bytes.len() as u64 / 4,
         output_tokens: body.max_tokens.unwrap_or(u64::from(route.max_output_tokens)),
     };
-    let req = forward::Request { body: &body, endpoint, stream, estimate };
+    let req = forward::Request {
+        body: &body,
+        raw: &bytes,
+        parsed: Parsed::default(),
+        endpoint,
+        client: endpoint.client_format(),
+        headers,
+        stream,
+        estimate,
+    };
     forward::forward(route, &req, record, meta).await
 }

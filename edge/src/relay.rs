@@ -23,6 +23,7 @@ use crate::record::RequestRecord;
 pub enum RespBody {
     Full(Option<Bytes>),
     Sse(Box<SseRelay>),
+    Converted(Box<crate::convert::ConvertRelay>),
 }
 
 impl RespBody {
@@ -42,6 +43,7 @@ impl Body for RespBody {
         match self.get_mut() {
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Sse(relay) => relay.poll_next_unpin(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            Self::Converted(relay) => relay.poll_next_unpin(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -53,7 +55,7 @@ impl Body for RespBody {
         match self {
             Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
-            Self::Sse(_) => SizeHint::default(),
+            Self::Sse(_) | Self::Converted(_) => SizeHint::default(),
         }
     }
 }

@@ -42,7 +42,7 @@ pub enum TranslateError {
 /// One server-sent event to write to the client: `event:` (when set) and `data:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
-    pub event: Option<&'static str>,
+    pub event: Option<std::borrow::Cow<'static, str>>,
     pub data: String,
 }
 
@@ -51,7 +51,7 @@ impl SseEvent {
     #[must_use]
     pub fn to_bytes(&self) -> bytes::Bytes {
         let mut s = String::with_capacity(self.data.len() + 32);
-        if let Some(e) = self.event {
+        if let Some(e) = &self.event {
             s.push_str("event: ");
             s.push_str(e);
             s.push('\n');
@@ -78,6 +78,9 @@ pub trait StreamConverter: Send {
     fn usage(&self) -> Usage;
     /// Whether a first content token (text, tool call or finish) was emitted yet.
     fn started(&self) -> bool;
+    /// Whether the provider's stream reached its documented end (a finish reason or stop
+    /// event), so an end of input now is a clean end, not a cut connection.
+    fn complete(&self) -> bool;
 }
 
 pub mod anthropic;

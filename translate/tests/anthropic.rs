@@ -190,11 +190,11 @@ fn run_stream(conv: &mut StreamToOpenAi, input: &[Event]) -> Result<Vec<Event>, 
     let mut out = Vec::new();
     for ev in input {
         for e in conv.on_event(ev.name.as_deref(), &ev.data)? {
-            out.push(Event { name: e.event.map(str::to_owned), data: e.data });
+            out.push(Event { name: e.event.map(std::borrow::Cow::into_owned), data: e.data });
         }
     }
     for e in conv.finish() {
-        out.push(Event { name: e.event.map(str::to_owned), data: e.data });
+        out.push(Event { name: e.event.map(std::borrow::Cow::into_owned), data: e.data });
     }
     Ok(out)
 }

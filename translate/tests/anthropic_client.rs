@@ -107,9 +107,17 @@ fn run_stream(conv: &mut StreamFromOpenAi, input: &[Event]) -> Vec<Event> {
     for ev in input {
         let events =
             conv.on_event(ev.name.as_deref(), &ev.data).unwrap_or_else(|e| panic!("{}: {e}", ev.data));
-        out.extend(events.into_iter().map(|e| Event { name: e.event.map(str::to_owned), data: e.data }));
+        out.extend(
+            events
+                .into_iter()
+                .map(|e| Event { name: e.event.map(std::borrow::Cow::into_owned), data: e.data }),
+        );
     }
-    out.extend(conv.finish().into_iter().map(|e| Event { name: e.event.map(str::to_owned), data: e.data }));
+    out.extend(
+        conv.finish()
+            .into_iter()
+            .map(|e| Event { name: e.event.map(std::borrow::Cow::into_owned), data: e.data }),
+    );
     out
 }
 
@@ -157,7 +165,11 @@ fn stream_interleaving_keeps_block_indexes() {
         .iter()
         .map(|e| {
             let v: Value = serde_json::from_str(&e.data).unwrap();
-            format!("{} {}", e.event.unwrap(), v.get("index").map(Value::to_string).unwrap_or_default())
+            format!(
+                "{} {}",
+                e.event.as_deref().unwrap(),
+                v.get("index").map(Value::to_string).unwrap_or_default()
+            )
         })
         .collect();
     assert_eq!(
@@ -190,7 +202,7 @@ fn stream_rejects_garbage() {
 #[test]
 fn empty_stream_still_yields_a_whole_message() {
     let mut conv = StreamFromOpenAi::new(MODEL);
-    let names: Vec<_> = conv.finish().iter().map(|e| e.event.unwrap()).collect();
+    let names: Vec<String> = conv.finish().into_iter().map(|e| e.event.unwrap().into_owned()).collect();
     assert_eq!(names, ["message_start", "message_delta", "message_stop"]);
 }
 
@@ -241,8 +253,10 @@ fn stream_round_trip_through_the_pivot() {
     };
     let orig: Vec<(String, Value)> =
         original.iter().map(|e| (e.name.clone().unwrap(), serde_json::from_str(&e.data).unwrap())).collect();
-    let got: Vec<(String, Value)> =
-        back.iter().map(|e| (e.event.unwrap().to_owned(), serde_json::from_str(&e.data).unwrap())).collect();
+    let got: Vec<(String, Value)> = back
+        .iter()
+        .map(|e| (e.event.clone().unwrap().into_owned(), serde_json::from_str(&e.data).unwrap()))
+        .collect();
     assert_eq!(blocks(got.clone()), blocks(orig));
     let delta = &got.iter().find(|(n, _)| n == "message_delta").unwrap().1;
     assert_eq!(delta["delta"]["stop_reason"], "tool_use");

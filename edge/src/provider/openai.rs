@@ -1,14 +1,8 @@
 //! OpenAI's wire format (also OpenAI-compatible servers: vLLM, Ollama, Groq, …).
 
-use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request};
-use http_body_util::Full;
 use llmgw_shared::pricing::Tokens;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-
-use crate::config::{Endpoint, Provider};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ProviderUsage {
@@ -51,33 +45,6 @@ pub struct StreamChunk {
 pub struct Completion {
     #[serde(default)]
     pub usage: Option<ProviderUsage>,
-}
-
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
-const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
-
-/// The upstream request for an OpenAI-wire provider.
-///
-/// # Errors
-/// Only if the request cannot be assembled, which valid configs rule out.
-pub fn request(
-    provider: &Provider,
-    endpoint: Endpoint,
-    body: Bytes,
-    stream: bool,
-) -> Result<Request<Full<Bytes>>, http::Error> {
-    let mut b = Request::builder().method(Method::POST).uri(provider.uri(endpoint).clone());
-    if let Some(h) = b.headers_mut() {
-        h.insert(CONTENT_TYPE, JSON);
-        h.insert(ACCEPT, if stream { EVENT_STREAM } else { JSON });
-        if let Some(c) = provider.credential() {
-            h.insert(AUTHORIZATION, c.clone());
-        }
-        for (k, v) in &provider.headers {
-            h.insert(k.clone(), v.clone());
-        }
-    }
-    b.body(Full::new(body))
 }
 
 /// Does a chunk carry the first token: text, a tool call, or a finish? (A role-only chunk with

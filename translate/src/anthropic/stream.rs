@@ -34,6 +34,7 @@ pub struct StreamToOpenAi {
     /// Anthropic block index → OpenAI tool-call index, for `tool_use` blocks.
     tools: HashMap<u64, u64>,
     started: bool,
+    stopped: bool,
 }
 
 impl StreamToOpenAi {
@@ -50,6 +51,7 @@ impl StreamToOpenAi {
             raw_usage: Map::new(),
             tools: HashMap::new(),
             started: false,
+            stopped: false,
         }
     }
 
@@ -163,7 +165,11 @@ impl StreamConverter for StreamToOpenAi {
                 let msg = ev.pointer("/error/message").and_then(Value::as_str).unwrap_or("no message");
                 return Err(bad(format!("Anthropic stream error ({kind}): {msg}")));
             }
-            // content_block_stop, message_stop, ping, and event types added later.
+            "message_stop" => {
+                self.stopped = true;
+                Vec::new()
+            }
+            // content_block_stop, ping, and event types added later.
             _ => Vec::new(),
         };
         Ok(out)
@@ -192,5 +198,9 @@ impl StreamConverter for StreamToOpenAi {
 
     fn started(&self) -> bool {
         self.started
+    }
+
+    fn complete(&self) -> bool {
+        self.stopped
     }
 }

@@ -180,7 +180,7 @@ impl StreamFromOpenAi {
 }
 
 fn event(name: &'static str, data: Value) -> SseEvent {
-    SseEvent { event: Some(name), data: data.to_string() }
+    SseEvent { event: Some(name.into()), data: data.to_string() }
 }
 
 impl StreamConverter for StreamFromOpenAi {
@@ -250,5 +250,9 @@ impl StreamConverter for StreamFromOpenAi {
 
     fn started(&self) -> bool {
         self.started
+    }
+
+    fn complete(&self) -> bool {
+        self.ended || self.stop.is_some()
     }
 }

@@ -226,4 +226,8 @@ impl StreamConverter for StreamToOpenAi {
     fn started(&self) -> bool {
         self.started
     }
+
+    fn complete(&self) -> bool {
+        self.finished
+    }
 }

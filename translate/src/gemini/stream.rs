@@ -203,4 +203,8 @@ impl StreamConverter for StreamToOpenAi {
     fn started(&self) -> bool {
         self.started
     }
+
+    fn complete(&self) -> bool {
+        !self.choices.is_empty() && self.choices.values().all(|c| c.finished)
+    }
 }
