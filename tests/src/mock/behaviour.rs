@@ -47,6 +47,17 @@ pub struct Behaviour {
     /// The assistant's text instead of the default sentence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// Answer a call of the tool of this name, arguments `{"city": "Paris"}`, instead of text
+    /// (unless the conversation ends with a tool result).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// Report this many of the prompt tokens as read from the provider's prompt cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached: Option<u64>,
+    /// Anthropic and Bedrock streams: after the first delta, an in-stream error of this type
+    /// (Anthropic's `error.type`, Bedrock's `:exception-type`), then the end of the body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_error: Option<String>,
 }
 
 /// A directive the mock cannot read; answered as a 400 so a typo fails the test loudly.
@@ -86,7 +97,21 @@ impl Behaviour {
         macro_rules! take {
             ($($field:ident),*) => { $( if over.$field.is_some() { self.$field = over.$field; } )* };
         }
-        take!(status, retry_after, delay_ms, drop_after, slow_ms, malformed, not_sse, reset, usage, content);
+        take!(
+            status,
+            retry_after,
+            delay_ms,
+            drop_after,
+            slow_ms,
+            malformed,
+            not_sse,
+            reset,
+            usage,
+            content,
+            tool,
+            cached,
+            stream_error
+        );
     }
 
     fn set(&mut self, item: &str) -> Result<(), DirectiveError> {
@@ -97,6 +122,10 @@ impl Behaviour {
         };
         let number = || -> Result<u64, DirectiveError> {
             value.ok_or_else(|| err("needs a value"))?.parse().map_err(|_| err("not a whole number"))
+        };
+        let name = || match value {
+            Some(name) if !name.is_empty() => Ok(name.to_owned()),
+            _ => Err(err("needs a name")),
         };
         let flag = || match value {
             None | Some("true") => Ok(Some(true)),
@@ -126,6 +155,9 @@ impl Behaviour {
                 self.usage = Some((parse(prompt)?, parse(completion)?));
             }
             "content" => self.content = Some(value.unwrap_or_default().to_owned()),
+            "tool" => self.tool = Some(name()?),
+            "cached" => self.cached = Some(number()?),
+            "stream_error" => self.stream_error = Some(name()?),
             _ => return Err(err("unknown key")),
         }
         Ok(())
@@ -188,7 +220,8 @@ mod tests {
     fn parses_every_key() {
         let b = Behaviour::parse(
             "status=429,retry_after=2,delay_ms=5,drop_after=3,slow_ms=7,malformed,not_sse=false,\
-             reset=true,usage=10,20,content=\"Hi, there\"",
+             reset=true,usage=10,20,content=\"Hi, there\",tool=get_weather,cached=4,\
+             stream_error=throttlingException",
         )
         .unwrap();
         assert_eq!(
@@ -204,6 +237,9 @@ mod tests {
                 reset: Some(true),
                 usage: Some((10, 20)),
                 content: Some("Hi, there".into()),
+                tool: Some("get_weather".into()),
+                cached: Some(4),
+                stream_error: Some("throttlingException".into()),
             }
         );
     }
@@ -215,6 +251,9 @@ mod tests {
         assert!(Behaviour::parse("status=99").is_err());
         assert!(Behaviour::parse("usage=10").is_err());
         assert!(Behaviour::parse("content=\"open").is_err());
+        assert!(Behaviour::parse("tool").is_err());
+        assert!(Behaviour::parse("tool=").is_err());
+        assert!(Behaviour::parse("cached=x").is_err());
         assert_eq!(Behaviour::parse("").unwrap(), Behaviour::default());
     }
 

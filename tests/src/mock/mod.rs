@@ -67,10 +67,16 @@
 //! `POST /_mock/reset` (clears hits, requests and the default). These are not counted or
 //! recorded.
 
+mod anthropic;
+mod bedrock;
 mod behaviour;
+mod embeddings;
+mod gemini;
 mod openai;
 mod record;
+mod reply;
 mod request;
+mod route;
 mod server;
 #[cfg(test)]
 mod tests;

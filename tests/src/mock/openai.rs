@@ -1,32 +1,43 @@
-//! OpenAI response bodies, serialized from borrowed structs straight to bytes (no
-//! `serde_json::Value` on the answer path).
+//! OpenAI response bodies (Azure's too), serialized from borrowed structs straight to bytes: no
+//! `serde_json::Value` on this answer path, which the load tests drive.
 
-use std::borrow::Cow;
-use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::behaviour::Behaviour;
-use super::request::{Call, Input, count_words};
+use super::reply::{Finish, Reply, TOOL_ARGUMENTS, Tokens};
 
-/// The default assistant text: 5 words, so 5 completion tokens.
-pub(crate) const DEFAULT_CONTENT: &str = "Hello from the mock provider.";
-/// Answered with `content-type: application/json` by `#mock:malformed`.
+/// Answered with `content-type: application/json` by `#mock:malformed`, in every format.
 pub(crate) const MALFORMED_JSON: &[u8] = b"{\"id\": \"mock\", \"choices\": [ this is not json";
 /// The SSE event `#mock:malformed` puts in a stream.
 pub(crate) const MALFORMED_EVENT: &[u8] = b"data: {\"choices\": [ this is not json\n\n";
 pub(crate) const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
-/// Embedding width when the request names no `dimensions`; 4096 caps what one may ask for.
-const EMBEDDING_DIMENSIONS: u64 = 8;
-const MAX_EMBEDDING_DIMENSIONS: u64 = 4096;
 
 #[derive(Serialize, Clone, Copy, Debug)]
-pub(crate) struct Usage {
+struct Usage {
     prompt_tokens: u64,
     completion_tokens: u64,
     total_tokens: u64,
+    /// Only with `#mock:cached=N`, so a plain answer's usage has exactly the three counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Serialize, Clone, Copy, Debug)]
+struct PromptDetails {
+    cached_tokens: u64,
+}
+
+impl From<Tokens> for Usage {
+    fn from(t: Tokens) -> Self {
+        Self {
+            prompt_tokens: t.prompt,
+            completion_tokens: t.completion,
+            total_tokens: t.total(),
+            prompt_tokens_details: t.cached.map(|cached_tokens| PromptDetails { cached_tokens }),
+        }
+    }
 }
 
 /// Fields shared by `chat.completion`, `chat.completion.chunk` and `text_completion`.
@@ -55,8 +66,30 @@ struct ChatChoice<'a> {
 #[derive(Serialize)]
 struct Message<'a> {
     role: &'static str,
-    content: &'a str,
+    /// `null` beside tool calls.
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCall<'a>; 1]>,
     refusal: Option<()>,
+}
+
+/// A whole tool call, or (in a stream) its first chunk or one arguments fragment.
+#[derive(Serialize)]
+struct ToolCall<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: Function<'a>,
+}
+
+#[derive(Serialize)]
+struct Function<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
 }
 
 #[derive(Serialize)]
@@ -67,12 +100,15 @@ struct ChunkChoice<'a> {
     finish_reason: Option<&'static str>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct Delta<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<&'static str>,
+    /// Absent, `null`, or text.
     #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
+    content: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCall<'a>; 1]>,
 }
 
 #[derive(Serialize)]
@@ -83,37 +119,30 @@ struct TextChoice<'a> {
     finish_reason: Option<&'static str>,
 }
 
-/// One completion's content and accounting, rendered as whichever body the request needs.
+/// One reply rendered as whichever OpenAI body the request needs.
 pub(crate) struct Answer<'a> {
     id: String,
+    tool_call_id: String,
     created: u64,
-    model: &'a str,
-    content: Cow<'a, str>,
-    finish_reason: &'static str,
-    usage: Usage,
+    reply: Reply<'a>,
 }
 
 impl<'a> Answer<'a> {
-    /// Completion tokens are the content's words, cut at `max_tokens` (then
-    /// `finish_reason: "length"`); `behaviour.usage` overrides both counts.
-    pub(crate) fn new(id: String, call: &Call<'a>, behaviour: &'a Behaviour) -> Self {
-        let full = behaviour.content.as_deref().unwrap_or(DEFAULT_CONTENT);
-        let words = count_words(full);
-        let (content, completion, finish_reason) = match call.max_tokens {
-            Some(max) if max < words => {
-                let cut: Vec<&str> = full.split_whitespace().take(max as usize).collect();
-                (Cow::Owned(cut.join(" ")), max, "length")
-            }
-            _ => (Cow::Borrowed(full), words, "stop"),
-        };
-        let (prompt, completion) = behaviour.usage.unwrap_or((call.prompt_tokens, completion));
+    /// `id_prefix` is `chatcmpl` or `cmpl`; `serial` makes the ids unique per mock.
+    pub(crate) fn new(id_prefix: &str, serial: u64, reply: Reply<'a>) -> Self {
         Self {
-            id,
+            id: format!("{id_prefix}-mock{serial}"),
+            tool_call_id: format!("call_mock{serial}"),
             created: unix_now(),
-            model: call.model,
-            content,
-            finish_reason,
-            usage: usage(prompt, completion),
+            reply,
+        }
+    }
+
+    fn finish_reason(&self) -> &'static str {
+        match self.reply.finish {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+            Finish::Tool => "tool_calls",
         }
     }
 
@@ -122,7 +151,7 @@ impl<'a> Answer<'a> {
             id: &self.id,
             object,
             created: self.created,
-            model: self.model,
+            model: self.reply.model,
             system_fingerprint: object.starts_with("chat").then_some("fp_mock"),
             choices,
             usage: None,
@@ -130,36 +159,65 @@ impl<'a> Answer<'a> {
     }
 
     pub(crate) fn chat_json(&self) -> Bytes {
+        let tool_calls = self.reply.tool().map(|name| {
+            [ToolCall {
+                index: None,
+                id: Some(&self.tool_call_id),
+                kind: Some("function"),
+                function: Function { name: Some(name), arguments: TOOL_ARGUMENTS },
+            }]
+        });
+        let content = tool_calls.is_none().then(|| self.reply.text());
         let mut body = self.envelope(
             "chat.completion",
             [ChatChoice {
                 index: 0,
-                message: Message { role: "assistant", content: &self.content, refusal: None },
+                message: Message { role: "assistant", content, tool_calls, refusal: None },
                 logprobs: None,
-                finish_reason: self.finish_reason,
+                finish_reason: self.finish_reason(),
             }],
         );
-        body.usage = Some(Some(self.usage));
+        body.usage = Some(Some(self.reply.tokens.into()));
         json(&body)
     }
 
     /// Role delta, one delta per word, the `finish_reason` chunk, the usage chunk if asked for,
-    /// then `[DONE]`; `malformed` puts a non-JSON event after the role delta.
+    /// then `[DONE]`. A tool call's first chunk carries the role, the call's id and name and
+    /// empty arguments; then one chunk per arguments fragment. `malformed` puts a non-JSON
+    /// event after the first chunk.
     pub(crate) fn chat_events(&self, include_usage: bool, malformed: bool) -> Vec<Bytes> {
-        let chunk = |role, content, finish_reason| {
+        let chunk = |delta, finish_reason| {
             let mut chunk = self.envelope(
                 "chat.completion.chunk",
-                [ChunkChoice { index: 0, delta: Delta { role, content }, logprobs: None, finish_reason }],
+                [ChunkChoice { index: 0, delta, logprobs: None, finish_reason }],
             );
             chunk.usage = include_usage.then_some(None);
             event(&chunk)
         };
-        let mut events = vec![chunk(Some("assistant"), Some(""), None)];
+        let fragment = |index, id, kind, name, arguments| {
+            Some([ToolCall { index: Some(index), id, kind, function: Function { name, arguments } }])
+        };
+        let tool = self.reply.tool();
+        let first = match tool {
+            Some(name) => Delta {
+                role: Some("assistant"),
+                content: Some(None),
+                tool_calls: fragment(0, Some(&self.tool_call_id), Some("function"), Some(name), ""),
+            },
+            None => Delta { role: Some("assistant"), content: Some(Some("")), tool_calls: None },
+        };
+        let mut events = vec![chunk(first, None)];
         if malformed {
             events.push(Bytes::from_static(MALFORMED_EVENT));
         }
-        events.extend(self.content.split_inclusive(' ').map(|piece| chunk(None, Some(piece), None)));
-        events.push(chunk(None, None, Some(self.finish_reason)));
+        events.extend(self.reply.pieces().map(|piece| {
+            let delta = match tool {
+                Some(_) => Delta { tool_calls: fragment(0, None, None, None, piece), ..Delta::default() },
+                None => Delta { content: Some(Some(piece)), ..Delta::default() },
+            };
+            chunk(delta, None)
+        }));
+        events.push(chunk(Delta::default(), Some(self.finish_reason())));
         self.finish_events("chat.completion.chunk", include_usage, &mut events);
         events
     }
@@ -168,13 +226,13 @@ impl<'a> Answer<'a> {
         let mut body = self.envelope(
             "text_completion",
             [TextChoice {
-                text: &self.content,
+                text: self.reply.text(),
                 index: 0,
                 logprobs: None,
-                finish_reason: Some(self.finish_reason),
+                finish_reason: Some(self.finish_reason()),
             }],
         );
-        body.usage = Some(Some(self.usage));
+        body.usage = Some(Some(self.reply.tokens.into()));
         json(&body)
     }
 
@@ -190,8 +248,8 @@ impl<'a> Answer<'a> {
         if malformed {
             events.push(Bytes::from_static(MALFORMED_EVENT));
         }
-        events.extend(self.content.split_inclusive(' ').map(|t| chunk(t, None)));
-        events.push(chunk("", Some(self.finish_reason)));
+        events.extend(self.reply.pieces().map(|t| chunk(t, None)));
+        events.push(chunk("", Some(self.finish_reason())));
         self.finish_events("text_completion", include_usage, &mut events);
         events
     }
@@ -199,96 +257,11 @@ impl<'a> Answer<'a> {
     fn finish_events(&self, object: &'static str, include_usage: bool, events: &mut Vec<Bytes>) {
         if include_usage {
             let mut last = self.envelope(object, [(); 0]);
-            last.usage = Some(Some(self.usage));
+            last.usage = Some(Some(self.reply.tokens.into()));
             events.push(event(&last));
         }
         events.push(Bytes::from_static(DONE_EVENT));
     }
-}
-
-#[derive(Serialize)]
-struct EmbeddingList<'a> {
-    object: &'static str,
-    data: Vec<Embedding>,
-    model: &'a str,
-    usage: EmbeddingUsage,
-}
-
-#[derive(Serialize)]
-struct Embedding {
-    object: &'static str,
-    index: usize,
-    embedding: Vector,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Vector {
-    Floats(Vec<f32>),
-    /// Little-endian f32s, base64: what the Python SDK asks for by default.
-    Base64(String),
-}
-
-#[derive(Serialize)]
-struct EmbeddingUsage {
-    prompt_tokens: u64,
-    total_tokens: u64,
-}
-
-/// A deterministic unit vector per input, seeded by the input's text.
-pub(crate) fn embeddings_json(call: &Call<'_>, behaviour: &Behaviour) -> Bytes {
-    let dimensions =
-        call.dimensions.unwrap_or(EMBEDDING_DIMENSIONS).clamp(1, MAX_EMBEDDING_DIMENSIONS) as usize;
-    let data = call
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(index, input)| {
-            let seed = match input {
-                Input::Text(text) => fnv1a(text.as_bytes()),
-                Input::Tokens(n) => fnv1a(&n.to_le_bytes()),
-            };
-            let floats = unit_vector(seed, dimensions);
-            let embedding = if call.base64 {
-                let bytes: Vec<u8> = floats.iter().flat_map(|f| f.to_le_bytes()).collect();
-                Vector::Base64(base64(&bytes))
-            } else {
-                Vector::Floats(floats)
-            };
-            Embedding { object: "embedding", index, embedding }
-        })
-        .collect();
-    let prompt_tokens = behaviour.usage.map_or(call.prompt_tokens, |(p, _)| p);
-    json(&EmbeddingList {
-        object: "list",
-        data,
-        model: call.model,
-        usage: EmbeddingUsage { prompt_tokens, total_tokens: prompt_tokens },
-    })
-}
-
-/// `GET /v1/models`: the same small list every time.
-pub(crate) fn models_json() -> Bytes {
-    static MODELS: LazyLock<Bytes> = LazyLock::new(|| {
-        #[derive(Serialize)]
-        struct Model {
-            id: &'static str,
-            object: &'static str,
-            created: u64,
-            owned_by: &'static str,
-        }
-        #[derive(Serialize)]
-        struct List {
-            object: &'static str,
-            data: Vec<Model>,
-        }
-        let data = ["gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo-instruct", "text-embedding-3-small"]
-            .into_iter()
-            .map(|id| Model { id, object: "model", created: 1_700_000_000, owned_by: "mock" })
-            .collect();
-        json(&List { object: "list", data })
-    });
-    MODELS.clone()
 }
 
 /// OpenAI's error shape, with the `type` and `code` OpenAI uses for that status.
@@ -324,12 +297,12 @@ pub(crate) fn fault_message(status: u16) -> &'static str {
     }
 }
 
-fn json<T: Serialize>(value: &T) -> Bytes {
+pub(crate) fn json<T: Serialize>(value: &T) -> Bytes {
     // These are plain structs of strings and numbers: serializing them cannot fail.
     serde_json::to_vec(value).map_or_else(|_| Bytes::from_static(b"{}"), Bytes::from)
 }
 
-fn event<T: Serialize>(value: &T) -> Bytes {
+pub(crate) fn event<T: Serialize>(value: &T) -> Bytes {
     let mut buf = Vec::with_capacity(256);
     buf.extend_from_slice(b"data: ");
     if serde_json::to_writer(&mut buf, value).is_err() {
@@ -339,79 +312,21 @@ fn event<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(buf)
 }
 
-fn usage(prompt_tokens: u64, completion_tokens: u64) -> Usage {
-    Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
-}
-
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
-}
-
-/// xorshift64 from `seed`, scaled to [-1, 1], then normalized to length 1.
-fn unit_vector(seed: u64, dimensions: usize) -> Vec<f32> {
-    let mut state = seed | 1;
-    let mut v: Vec<f32> = (0..dimensions)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-    v
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_the_rfc_vectors() {
-        for (input, want) in
-            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")]
-        {
-            assert_eq!(base64(input.as_bytes()), want);
-        }
-    }
-
-    #[test]
-    fn unit_vectors_are_deterministic_and_normalized() {
-        let a = unit_vector(fnv1a(b"hello"), 8);
-        assert_eq!(a, unit_vector(fnv1a(b"hello"), 8));
-        assert_ne!(a, unit_vector(fnv1a(b"world"), 8));
-        let norm: f32 = a.iter().map(|x| x * x).sum();
-        assert!((norm - 1.0).abs() < 1e-4);
-    }
+    use crate::mock::behaviour::Behaviour;
+    use crate::mock::request::Call;
 
     #[test]
     fn max_tokens_cuts_the_content() {
         let call = Call { model: "m", max_tokens: Some(2), prompt_tokens: 3, ..Call::default() };
         let behaviour = Behaviour::default();
-        let answer = Answer::new("chatcmpl-1".into(), &call, &behaviour);
+        let answer = Answer::new("chatcmpl", 1, Reply::new(&call, &behaviour));
         let body: serde_json::Value = serde_json::from_slice(&answer.chat_json()).unwrap();
         assert_eq!(body["choices"][0]["message"]["content"], "Hello from");
         assert_eq!(body["choices"][0]["finish_reason"], "length");

@@ -9,6 +9,8 @@ use http::{HeaderMap, Method, Uri};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::route::query_param;
+
 /// One request as the mock received it (control requests under `/_mock/` are not recorded).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecordedRequest {
@@ -26,6 +28,24 @@ impl RecordedRequest {
     #[must_use]
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+
+    /// The first value of a query parameter, percent-decoded: `query("api-version")`.
+    #[must_use]
+    pub fn query(&self, name: &str) -> Option<String> {
+        let (_, query) = self.path.split_once('?')?;
+        query_param(query, name).map(Cow::into_owned)
+    }
+
+    /// The region of a SigV4 `authorization` header's credential scope
+    /// (`Credential=AKID/DATE/REGION/SERVICE/aws4_request`): where a Bedrock request was signed
+    /// for.
+    #[must_use]
+    pub fn aws_region(&self) -> Option<&str> {
+        let authorization = self.header("authorization")?;
+        let (_, after) = authorization.split_once("Credential=")?;
+        let scope = after.split([',', ' ']).next()?;
+        scope.split('/').nth(2)
     }
 }
 

@@ -1,43 +1,13 @@
-//! Reads what the mock needs from an OpenAI request: the endpoint, the model, stream flags,
-//! token limits, the prompt's word count, and the texts a `#mock:` directive may hide in.
+//! Reads what the mock needs from a request: the model, `include_usage`, token limits, the
+//! prompt's word count, the texts a `#mock:` directive may hide in, and whether the
+//! conversation ends with a tool result. OpenAI's (and Azure's) bodies are read here; the
+//! other formats fill the same [`Call`] in their own modules.
 
-use hyper::Method;
+use std::borrow::Cow;
+
 use serde_json::Value;
 
-/// The OpenAI endpoints the mock answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Endpoint {
-    Chat,
-    Completions,
-    Embeddings,
-    Models,
-}
-
-impl Endpoint {
-    /// `/v1` is optional so a client configured without it still reaches the mock.
-    pub(crate) fn route(method: &Method, path: &str) -> Option<Self> {
-        let path = path.strip_prefix("/v1").unwrap_or(path);
-        match (method, path) {
-            (&Method::POST, "/chat/completions") => Some(Self::Chat),
-            (&Method::POST, "/completions") => Some(Self::Completions),
-            (&Method::POST, "/embeddings") => Some(Self::Embeddings),
-            (&Method::GET, "/models") => Some(Self::Models),
-            _ => None,
-        }
-    }
-
-    /// The hit-count name of a request to this endpoint.
-    pub(crate) fn hit_name(self, stream: bool) -> &'static str {
-        match (self, stream) {
-            (Self::Chat, false) => "chat",
-            (Self::Chat, true) => "chat_stream",
-            (Self::Completions, false) => "completions",
-            (Self::Completions, true) => "completions_stream",
-            (Self::Embeddings, _) => "embeddings",
-            (Self::Models, _) => "models",
-        }
-    }
-}
+use super::route::Endpoint;
 
 /// One embeddings input: text, or a list of token ids (counted, not decoded).
 #[derive(Debug, PartialEq)]
@@ -50,14 +20,18 @@ pub(crate) enum Input<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct Call<'a> {
     pub model: &'a str,
-    pub stream: bool,
     pub include_usage: bool,
     /// `max_completion_tokens`, else `max_tokens`.
     pub max_tokens: Option<u64>,
     /// Whitespace-separated words in every message / prompt / input, at least 1.
     pub prompt_tokens: u64,
-    /// Where directives are read: the model, then the last message's (prompt's, input's) text.
+    /// Where directives are read: the model, then the last user message's (prompt's, input's)
+    /// text.
     pub directive_texts: Vec<&'a str>,
+    /// The text of the tool result the conversation ends with, if it does.
+    pub tool_result: Option<Cow<'a, str>>,
+    /// The endpoint cannot answer a tool call (legacy completions): `#mock:tool` is ignored.
+    pub text_only: bool,
     pub inputs: Vec<Input<'a>>,
     /// Embeddings: `dimensions`, and whether `encoding_format` is `base64`.
     pub dimensions: Option<u64>,
@@ -65,57 +39,68 @@ pub(crate) struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
+    /// An OpenAI body; `deployment` (Azure's, from the path) is the model when the body names
+    /// none.
+    ///
     /// # Errors
     /// A message for a 400 `invalid_request_error` when a required field is missing or has the
     /// wrong type.
-    pub(crate) fn parse(endpoint: Endpoint, body: &'a Value) -> Result<Self, String> {
+    pub(crate) fn parse(
+        endpoint: Endpoint,
+        body: &'a Value,
+        deployment: Option<&'a str>,
+    ) -> Result<Self, String> {
         if endpoint == Endpoint::Models {
             return Ok(Self::default());
         }
         if !body.is_object() {
             return Err("We could not parse the JSON body of your request.".into());
         }
-        let model = body.get("model").and_then(Value::as_str).ok_or("you must provide a model parameter")?;
+        let model = body
+            .get("model")
+            .and_then(Value::as_str)
+            .or(deployment)
+            .ok_or("you must provide a model parameter")?;
         let mut call = Self {
             model,
-            stream: body.get("stream").and_then(Value::as_bool) == Some(true),
             include_usage: body.pointer("/stream_options/include_usage").and_then(Value::as_bool)
                 == Some(true),
             max_tokens: ["max_completion_tokens", "max_tokens"]
                 .iter()
                 .find_map(|k| body.get(*k).and_then(Value::as_u64)),
             directive_texts: vec![model],
+            text_only: endpoint != Endpoint::Chat,
             ..Self::default()
         };
         let words = match endpoint {
             Endpoint::Chat => call.read_messages(body)?,
             Endpoint::Completions => call.read_prompt(body)?,
             Endpoint::Embeddings => call.read_inputs(body)?,
-            Endpoint::Models => 0,
+            _ => 0,
         };
         call.prompt_tokens = words.max(1);
         Ok(call)
     }
 
+    /// Counts every message's text; directives come from the last `user` message (the last
+    /// message when none is a user's), so a conversation ending with a tool result still reads
+    /// the user's directives.
     fn read_messages(&mut self, body: &'a Value) -> Result<u64, String> {
         let messages =
             body.get("messages").and_then(Value::as_array).ok_or("'messages' is a required property")?;
+        let role = |m: &'a Value| m.get("role").and_then(Value::as_str);
+        let directives_from =
+            messages.iter().rposition(|m| role(m) == Some("user")).or(messages.len().checked_sub(1));
         let mut words = 0;
         for (i, message) in messages.iter().enumerate() {
-            let last = i + 1 == messages.len();
-            let mut add = |text: &'a str| {
-                words += count_words(text);
-                if last {
-                    self.directive_texts.push(text);
-                }
-            };
-            match message.get("content") {
-                Some(Value::String(text)) => add(text),
-                Some(Value::Array(parts)) => {
-                    parts.iter().filter_map(|part| part.get("text").and_then(Value::as_str)).for_each(add)
-                }
-                _ => {}
+            let texts = content_texts(message.get("content"));
+            words += texts.iter().map(|t| count_words(t)).sum::<u64>();
+            if Some(i) == directives_from {
+                self.directive_texts.extend(&texts);
             }
+        }
+        if let Some(last) = messages.last().filter(|m| role(m) == Some("tool")) {
+            self.tool_result = Some(join(content_texts(last.get("content"))));
         }
         Ok(words)
     }
@@ -169,6 +154,25 @@ pub(crate) fn count_words(text: &str) -> u64 {
     text.split_whitespace().count() as u64
 }
 
+/// The texts of OpenAI message content: a string, or the `text` of each part.
+fn content_texts(content: Option<&Value>) -> Vec<&str> {
+    match content {
+        Some(Value::String(text)) => vec![text],
+        Some(Value::Array(parts)) => {
+            parts.iter().filter_map(|part| part.get("text").and_then(Value::as_str)).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Several texts as one, without copying when there is only one.
+pub(crate) fn join<'a>(texts: Vec<&'a str>) -> Cow<'a, str> {
+    match texts.as_slice() {
+        [one] => Cow::Borrowed(one),
+        _ => Cow::Owned(texts.concat()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,9 +190,9 @@ mod tests {
                 {"role": "user", "content": [{"type": "text", "text": "one two three"}]}
             ]
         });
-        let call = Call::parse(Endpoint::Chat, &body).unwrap();
+        let call = Call::parse(Endpoint::Chat, &body, None).unwrap();
         assert_eq!(call.model, "m#mock:status=500");
-        assert!(call.stream && call.include_usage);
+        assert!(call.include_usage);
         assert_eq!(call.max_tokens, Some(3));
         assert_eq!(call.prompt_tokens, 5);
         assert_eq!(call.directive_texts, ["m#mock:status=500", "one two three"]);
@@ -197,23 +201,41 @@ mod tests {
     #[test]
     fn embeddings_inputs_take_every_shape() {
         let body = json!({"model": "e", "input": ["a b", [1, 2, 3]], "encoding_format": "base64"});
-        let call = Call::parse(Endpoint::Embeddings, &body).unwrap();
+        let call = Call::parse(Endpoint::Embeddings, &body, None).unwrap();
         assert_eq!(call.inputs, [Input::Text("a b"), Input::Tokens(3)]);
         assert_eq!(call.prompt_tokens, 5);
         assert!(call.base64);
         let tokens = json!({"model": "e", "input": [1, 2]});
-        let call = Call::parse(Endpoint::Embeddings, &tokens).unwrap();
+        let call = Call::parse(Endpoint::Embeddings, &tokens, None).unwrap();
         assert_eq!(call.inputs, [Input::Tokens(2)]);
     }
 
     #[test]
     fn missing_fields_are_client_errors() {
-        assert!(Call::parse(Endpoint::Chat, &json!({"messages": []})).is_err());
-        assert!(Call::parse(Endpoint::Chat, &json!({"model": "m"})).is_err());
-        assert!(Call::parse(Endpoint::Embeddings, &json!({"model": "m"})).is_err());
-        assert!(Call::parse(Endpoint::Chat, &json!("text")).is_err());
+        assert!(Call::parse(Endpoint::Chat, &json!({"messages": []}), None).is_err());
+        assert!(Call::parse(Endpoint::Chat, &json!({"model": "m"}), None).is_err());
+        assert!(Call::parse(Endpoint::Embeddings, &json!({"model": "m"}), None).is_err());
+        assert!(Call::parse(Endpoint::Chat, &json!("text"), None).is_err());
         let no_prompt = json!({"model": "m"});
-        let call = Call::parse(Endpoint::Completions, &no_prompt).unwrap();
+        let call = Call::parse(Endpoint::Completions, &no_prompt, None).unwrap();
         assert_eq!(call.prompt_tokens, 1);
+        // Azure: the deployment stands in for a missing model.
+        let azure = json!({"messages": []});
+        let call = Call::parse(Endpoint::Chat, &azure, Some("dep")).unwrap();
+        assert_eq!(call.model, "dep");
+    }
+
+    #[test]
+    fn a_conversation_ending_with_a_tool_result_reads_the_user_directives() {
+        let body = json!({"model": "m", "messages": [
+            {"role": "user", "content": "weather? #mock:tool=get_weather"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "22 C"}]}
+        ]});
+        let call = Call::parse(Endpoint::Chat, &body, None).unwrap();
+        assert_eq!(call.directive_texts, ["m", "weather? #mock:tool=get_weather"]);
+        assert_eq!(call.tool_result.as_deref(), Some("22 C"));
+        assert_eq!(call.prompt_tokens, 4);
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -22,9 +22,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use super::behaviour::{Behaviour, scan};
-use super::openai::{Answer, MALFORMED_JSON, embeddings_json, error_json, fault_message, models_json};
+use super::embeddings::{embeddings_json, models_json};
+use super::openai::{Answer, MALFORMED_JSON, error_json, fault_message};
 use super::record::{Ledger, Raw};
-use super::request::{Call, Endpoint};
+use super::reply::Reply;
+use super::request::Call;
+use super::route::{Endpoint, Refusal, Route, Wire, header};
+use super::{anthropic, bedrock, gemini};
 
 pub(crate) type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -37,6 +41,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const SLOW_BODY_PARTS: usize = 4;
 const JSON: &str = "application/json";
 const SSE: &str = "text/event-stream";
+/// ConverseStream's binary framing.
+const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
 
 /// Shared by every connection of one mock.
 pub(crate) struct State {
@@ -91,17 +97,16 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> io::Result<Respons
         ));
     };
     let bytes = collected.to_bytes();
-    let path = parts.uri.path();
-    if let Some(command) = path.strip_prefix("/_mock/") {
+    if let Some(command) = parts.uri.path().strip_prefix("/_mock/") {
         return Ok(control(&state, &parts.method, command, &bytes));
     }
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        // Not JSON: `Call::parse` answers 400.
+        // Not JSON: each format's parser answers 400.
         serde_json::from_slice(&bytes).unwrap_or(Value::Null)
     };
-    let plan = plan(&state, &parts.method, path, &body);
+    let plan = plan(&state, &parts.method, &parts.uri, &parts.headers, &body);
     state.ledger.record(Raw { method: parts.method, uri: parts.uri, headers: parts.headers, body: bytes });
     deliver(plan).await
 }
@@ -110,6 +115,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> io::Result<Respons
 struct Plan {
     status: StatusCode,
     content_type: &'static str,
+    /// The provider's own headers: request ids, Bedrock's error type.
+    headers: Vec<(HeaderName, HeaderValue)>,
     retry_after: Option<u64>,
     payload: Payload,
     delay: Duration,
@@ -118,9 +125,11 @@ struct Plan {
     reset: bool,
 }
 
-enum Payload {
+/// A body: one JSON document, or a stream sent one event (or binary frame) per body frame.
+pub(crate) enum Payload {
     Json(Bytes),
-    Events(Vec<Bytes>),
+    Sse(Vec<Bytes>),
+    EventStream(Vec<Bytes>),
 }
 
 impl Plan {
@@ -129,8 +138,10 @@ impl Plan {
             status,
             content_type: match payload {
                 Payload::Json(_) => JSON,
-                Payload::Events(_) => SSE,
+                Payload::Sse(_) => SSE,
+                Payload::EventStream(_) => EVENT_STREAM,
             },
+            headers: Vec::new(),
             retry_after: None,
             payload,
             delay: Duration::ZERO,
@@ -140,37 +151,81 @@ impl Plan {
         }
     }
 
-    fn error(status: u16, message: &str) -> Self {
+    /// An error in the shape of `wire`'s API; `kind` overrides the error type the status gets.
+    fn error(wire: Wire, status: u16, kind: Option<&str>, message: &str) -> Self {
+        let mut headers = Vec::new();
+        let body = match wire {
+            Wire::OpenAi | Wire::Azure => error_json(status, message),
+            Wire::Anthropic => anthropic::error_json(status, kind, message),
+            Wire::Gemini => gemini::error_json(status, message),
+            Wire::Bedrock => {
+                let (body, error_type) = bedrock::error(status, kind, message);
+                if let Ok(value) = HeaderValue::try_from(error_type) {
+                    headers.push((HeaderName::from_static("x-amzn-errortype"), value));
+                }
+                body
+            }
+        };
         let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Self::new(code, Payload::Json(error_json(status, message)))
+        Self { headers, ..Self::new(code, Payload::Json(body)) }
     }
 }
 
-/// Routes, merges the default behaviour with the request's directives, counts hits, and
-/// renders the body. Hits are counted here, before any byte is sent, so a test that got a
-/// response (or a dropped connection) sees them.
-fn plan(state: &State, method: &Method, path: &str, body: &Value) -> Plan {
+/// Routes, checks the provider's required headers, merges the default behaviour with the
+/// request's directives, counts hits, and renders the body. Hits are counted here, before any
+/// byte is sent, so a test that got a response (or a dropped connection) sees them.
+fn plan(state: &State, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Value) -> Plan {
     let ledger = &state.ledger;
-    let Some(endpoint) = Endpoint::route(method, path) else {
+    let path = uri.path();
+    let Some(route) = Route::new(method, path, uri.query()) else {
         ledger.hit("not_found");
-        return Plan::error(404, &format!("Unknown request URL: {method} {path}"));
+        return Plan::error(Wire::OpenAi, 404, None, &format!("Unknown request URL: {method} {path}"));
     };
-    let call = match Call::parse(endpoint, body) {
+    let wire = route.wire;
+    let serial = state.serial.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut plan = plan_call(state, &route, headers, body, serial);
+    let request_id = match wire {
+        Wire::Anthropic => Some(("request-id", format!("req_mock{serial}"))),
+        Wire::Bedrock => Some(("x-amzn-requestid", format!("00000000-0000-4000-8000-{serial:012}"))),
+        Wire::OpenAi | Wire::Azure | Wire::Gemini => None,
+    };
+    if let Some((name, id)) = request_id
+        && let Ok(value) = HeaderValue::try_from(id)
+    {
+        plan.headers.push((HeaderName::from_static(name), value));
+    }
+    plan
+}
+
+fn plan_call(state: &State, route: &Route<'_>, headers: &HeaderMap, body: &Value, serial: u64) -> Plan {
+    let ledger = &state.ledger;
+    let wire = route.wire;
+    let asked_stream = route.stream(body);
+    ledger.hit(route.hit_name(asked_stream));
+    if let Err(refusal) = admit(route, headers) {
+        ledger.hit(if refusal.status == 400 { "bad_request" } else { "unauthorized" });
+        return Plan::error(wire, refusal.status, refusal.kind, &refusal.message);
+    }
+    let model = route.path_model.as_deref().unwrap_or_default();
+    let parsed = match wire {
+        Wire::OpenAi | Wire::Azure => Call::parse(route.endpoint, body, route.path_model.as_deref()),
+        Wire::Anthropic => anthropic::parse(route.endpoint, body),
+        Wire::Gemini => gemini::parse(model, body),
+        Wire::Bedrock => bedrock::parse(model, body),
+    };
+    let call = match parsed {
         Ok(call) => call,
         Err(message) => {
-            ledger.hit(endpoint.hit_name(false));
             ledger.hit("bad_request");
-            return Plan::error(400, &message);
+            return Plan::error(wire, 400, None, &message);
         }
     };
-    let stream = call.stream && matches!(endpoint, Endpoint::Chat | Endpoint::Completions);
-    ledger.hit(endpoint.hit_name(stream));
 
     let mut directives = None;
     for text in &call.directive_texts {
         if let Err(error) = scan(text, &mut directives) {
             ledger.hit("fault:bad_directive");
-            return Plan::error(400, &error.to_string());
+            return Plan::error(wire, 400, None, &error.to_string());
         }
     }
     let default = state.default.load();
@@ -186,7 +241,12 @@ fn plan(state: &State, method: &Method, path: &str, body: &Value) -> Plan {
     let flag = |f: Option<bool>| f == Some(true);
     let error_status = b.status.filter(|s| *s >= 400);
     let malformed = flag(b.malformed) && error_status.is_none();
-    let not_sse = flag(b.not_sse) && stream && error_status.is_none();
+    let not_sse = flag(b.not_sse) && asked_stream && error_status.is_none();
+    let stream = asked_stream && !not_sse;
+    let stream_error = b
+        .stream_error
+        .as_deref()
+        .filter(|_| stream && error_status.is_none() && matches!(wire, Wire::Anthropic | Wire::Bedrock));
     for (on, name) in [
         (flag(b.reset), "fault:reset"),
         (b.delay_ms.is_some_and(|ms| ms > 0), "fault:delay"),
@@ -194,6 +254,7 @@ fn plan(state: &State, method: &Method, path: &str, body: &Value) -> Plan {
         (b.drop_after.is_some(), "fault:drop"),
         (malformed, "fault:malformed"),
         (not_sse, "fault:not_sse"),
+        (stream_error.is_some(), "fault:stream_error"),
     ] {
         if on {
             ledger.hit(name);
@@ -203,10 +264,10 @@ fn plan(state: &State, method: &Method, path: &str, body: &Value) -> Plan {
     let mut plan = match error_status {
         Some(status) => {
             ledger.hit(format!("fault:{status}"));
-            Plan::error(status, fault_message(status))
+            Plan::error(wire, status, None, fault_message(status))
         }
         None => {
-            let payload = render(state, endpoint, &call, b, stream && !not_sse, malformed);
+            let payload = render(serial, route, &call, b, stream, malformed, stream_error);
             let status = b.status.and_then(|s| StatusCode::from_u16(s).ok());
             Plan::new(status.unwrap_or(StatusCode::OK), payload)
         }
@@ -219,34 +280,60 @@ fn plan(state: &State, method: &Method, path: &str, body: &Value) -> Plan {
     plan
 }
 
+/// The provider's own checks of headers and query before the body is read.
+fn admit(route: &Route<'_>, headers: &HeaderMap) -> Result<(), Refusal> {
+    match route.wire {
+        // Any key, or none: tests assert on `authorization` in the recorded requests.
+        Wire::OpenAi => Ok(()),
+        Wire::Azure => {
+            if route.query_param("api-version").is_none_or(|v| v.is_empty()) {
+                return Err(Refusal::new(400, None, "Missing required query parameter: api-version"));
+            }
+            // Azure's key header; an `authorization` header alone does not do.
+            match header(headers, "api-key") {
+                Some(_) => Ok(()),
+                None => Err(Refusal::new(401, None, "Access denied due to a missing api-key header (mock).")),
+            }
+        }
+        Wire::Anthropic => anthropic::admit(headers),
+        Wire::Gemini => gemini::admit(headers, route),
+        Wire::Bedrock => bedrock::admit(headers),
+    }
+}
+
 fn render(
-    state: &State,
-    endpoint: Endpoint,
+    serial: u64,
+    route: &Route<'_>,
     call: &Call<'_>,
     behaviour: &Behaviour,
-    sse: bool,
+    stream: bool,
     malformed: bool,
+    stream_error: Option<&str>,
 ) -> Payload {
-    let serial = state.serial.fetch_add(1, Ordering::Relaxed) + 1;
-    let payload = match endpoint {
+    let reply = || Reply::new(call, behaviour);
+    let payload = match route.endpoint {
         Endpoint::Models => Payload::Json(models_json()),
         Endpoint::Embeddings => Payload::Json(embeddings_json(call, behaviour)),
         Endpoint::Chat => {
-            let answer = Answer::new(format!("chatcmpl-mock{serial}"), call, behaviour);
-            if sse {
-                Payload::Events(answer.chat_events(call.include_usage, malformed))
+            let answer = Answer::new("chatcmpl", serial, reply());
+            if stream {
+                Payload::Sse(answer.chat_events(call.include_usage, malformed))
             } else {
                 Payload::Json(answer.chat_json())
             }
         }
         Endpoint::Completions => {
-            let answer = Answer::new(format!("cmpl-mock{serial}"), call, behaviour);
-            if sse {
-                Payload::Events(answer.completion_events(call.include_usage, malformed))
+            let answer = Answer::new("cmpl", serial, reply());
+            if stream {
+                Payload::Sse(answer.completion_events(call.include_usage, malformed))
             } else {
                 Payload::Json(answer.completion_json())
             }
         }
+        Endpoint::Messages => anthropic::render(serial, &reply(), stream, malformed, stream_error),
+        Endpoint::CountTokens => Payload::Json(anthropic::count_json(call, behaviour.usage)),
+        Endpoint::Generate => gemini::render(serial, &reply(), stream, malformed),
+        Endpoint::Converse => bedrock::render(serial, &reply(), stream, malformed, stream_error),
     };
     match payload {
         Payload::Json(_) if malformed => Payload::Json(Bytes::from_static(MALFORMED_JSON)),
@@ -278,7 +365,7 @@ async fn deliver(plan: Plan) -> io::Result<Response<Body>> {
             let drop_after = plan.drop_after.map(|_| frames.len());
             paced(frames, plan.slow, drop_after)
         }
-        Payload::Events(events) => {
+        Payload::Sse(events) | Payload::EventStream(events) => {
             extra.push((CACHE_CONTROL, HeaderValue::from_static("no-cache")));
             let drop_after = plan.drop_after.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
             paced(events, plan.slow, drop_after)
@@ -291,7 +378,7 @@ async fn deliver(plan: Plan) -> io::Result<Response<Body>> {
     if let Some(seconds) = plan.retry_after {
         headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
     }
-    headers.extend(extra.into_iter().map(|(name, value)| (Some(name), value)));
+    headers.extend(extra.into_iter().chain(plan.headers).map(|(name, value)| (Some(name), value)));
     Ok(response)
 }
 
