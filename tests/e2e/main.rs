@@ -12,6 +12,7 @@ mod dev;
 mod edge_errors;
 mod edge_ops;
 mod edge_proxy;
+mod providers;
 mod routing;
 mod scale;
 mod sdk_openai;
