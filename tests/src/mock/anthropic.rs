@@ -8,10 +8,10 @@ use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::{Value, json};
 
+use super::plan::Payload;
 use super::reply::{Finish, Reply, tool_input};
 use super::request::{Call, count_words, join};
 use super::route::{Endpoint, Refusal, header};
-use super::server::Payload;
 
 /// The event `#mock:malformed` puts in a stream, after `message_start`.
 const MALFORMED_EVENT: &[u8] =

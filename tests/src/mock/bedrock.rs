@@ -13,10 +13,10 @@ use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::{Value, json};
 
+use super::plan::Payload;
 use super::reply::{Finish, Reply, tool_input};
 use super::request::{Call, count_words};
 use super::route::{Refusal, header};
-use super::server::Payload;
 
 /// What every answer reports as `metrics.latencyMs`: fixed, so tests can predict it.
 const LATENCY_MS: u64 = 10;

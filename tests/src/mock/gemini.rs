@@ -9,10 +9,10 @@ use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::{Value, json};
 
+use super::plan::Payload;
 use super::reply::{Finish, Reply, tool_input};
 use super::request::{Call, count_words};
 use super::route::{Refusal, Route, header};
-use super::server::Payload;
 
 /// The event `#mock:malformed` puts first in a stream.
 const MALFORMED_EVENT: &[u8] = b"data: {\"candidates\": [ this is not json\n\n";

@@ -73,6 +73,7 @@ mod behaviour;
 mod embeddings;
 mod gemini;
 mod openai;
+mod plan;
 mod record;
 mod reply;
 mod request;

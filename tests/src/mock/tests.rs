@@ -1,4 +1,11 @@
-//! The mock over real sockets, driven by a plain hyper client.
+//! The mock over real sockets, driven by a plain hyper client: OpenAI here, the other formats
+//! in the modules below.
+
+mod anthropic;
+mod azure;
+mod bedrock;
+mod gemini;
+mod openai_tools;
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +46,16 @@ impl Harness {
             .body(Full::new(body))
             .unwrap();
         self.client.request(request).await.unwrap()
+    }
+
+    /// A POST with exactly these headers (and a JSON content type).
+    async fn post_with(&self, path: &str, headers: &[(&str, &str)], body: Value) -> Response<Incoming> {
+        let mut request = Request::post(format!("http://{}{path}", self.mock.addr()))
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.client.request(request.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await.unwrap()
     }
 
     async fn post(&self, path: &str, body: Value) -> Response<Incoming> {
