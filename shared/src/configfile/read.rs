@@ -199,6 +199,25 @@ impl Reader<'_> {
             raw::ProviderKind::Gemini => proto::ProviderKind::Gemini,
             raw::ProviderKind::Bedrock => proto::ProviderKind::Bedrock,
         };
+        let region = p.region.as_deref().unwrap_or_default();
+        if kind == proto::ProviderKind::Bedrock && region.is_empty() {
+            return Err(
+                self.err(&format!("{at}.region"), "a bedrock provider needs `region` (e.g. us-east-1)")
+            );
+        }
+        if !region.is_empty()
+            && !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(self.err(&format!("{at}.region"), format!("{region:?} is not an AWS region name")));
+        }
+        if kind != proto::ProviderKind::Bedrock && !region.is_empty() {
+            return Err(self.err(&format!("{at}.region"), "`region` is only for bedrock providers"));
+        }
+        if kind != proto::ProviderKind::AzureOpenai && p.api_version.is_some() {
+            return Err(
+                self.err(&format!("{at}.api_version"), "`api_version` is only for azure_openai providers")
+            );
+        }
         Ok(proto::Provider {
             name: p.name.clone(),
             kind: kind.into(),

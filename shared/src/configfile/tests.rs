@@ -369,6 +369,18 @@ fn bad_enum_values() {
 }
 
 #[test]
+fn kind_specific_fields() {
+    let text = example_with("kind: openai_compatible", "kind: bedrock");
+    let err = parse(&text, "llmgw.yaml", &env).expect_err("bedrock without a region");
+    assert_eq!(err.path, "providers[1].region", "{err}");
+    assert!(err.message.contains("needs `region`"), "{err}");
+    let text = example_with("kind: openai_compatible", "kind: openai_compatible\n    region: us-east-1");
+    expect_error(&text, "providers[1].region", "region: us-east-1");
+    let text = example_with("kind: openai_compatible", "kind: openai_compatible\n    api_version: v1");
+    expect_error(&text, "providers[1].api_version", "api_version: v1");
+}
+
+#[test]
 fn bad_types() {
     let text = example_with("ttft_timeout_ms: 3000", "ttft_timeout_ms: soon");
     let err = expect_error(&text, "models[0].ttft_timeout_ms", "ttft_timeout_ms: soon");
