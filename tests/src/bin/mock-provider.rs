@@ -1,6 +1,7 @@
-//! The mock OpenAI provider as a process, for benchmarks and for tests in other languages.
-//! Prints `listening on ADDR` once it accepts connections; see `llmgw_tests::mock` for the
-//! endpoints, the `#mock:` directives and the `/_mock/` control endpoints.
+//! The mock provider as a process, for benchmarks and for tests in other languages: OpenAI,
+//! Azure OpenAI, Anthropic, Gemini and Bedrock on one port. Prints `listening on ADDR` once it
+//! accepts connections; see `llmgw_tests::mock` for the endpoints, the `#mock:` directives and
+//! the `/_mock/` control endpoints.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -11,7 +12,9 @@ use clap::Parser;
 use llmgw_tests::mock::{Behaviour, MockOptions, MockProvider};
 
 #[derive(Parser)]
-#[command(about = "Mock OpenAI provider with per-request fault injection")]
+#[command(
+    about = "Mock LLM provider (OpenAI, Azure, Anthropic, Gemini, Bedrock) with per-request fault injection"
+)]
 struct Args {
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
