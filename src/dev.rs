@@ -60,6 +60,9 @@ pub async fn run(args: DevArgs, stop: CancellationToken) -> anyhow::Result<()> {
         // One metrics listener serves both roles (they share the process's recorder).
         metrics_listen: "127.0.0.1:0".parse()?,
         id: Some("dev".into()),
+        usage_retention: llmgw_control_plane::usage::DEFAULT_RETENTION,
+        usage_flush_interval: std::time::Duration::from_millis(50),
+        usage_max_txn_rate: 25.0,
     };
     let secrets = llmgw_control_plane::Secrets {
         admin_tokens: vec![admin_token.clone()],

@@ -20,6 +20,7 @@ use crate::edges::Registry;
 use crate::layout;
 use crate::seal::MasterKey;
 use crate::store::{Compare, CompareOp, CompareTarget, Op, Store};
+use crate::usage::{Counters, Ledger, UsageFilter};
 use crate::view::View;
 use crate::{audit, metrics as m};
 
@@ -29,6 +30,7 @@ pub struct AdminService {
     pub broadcaster: Arc<Broadcaster>,
     pub registry: Arc<Registry>,
     pub master_key: Option<Arc<MasterKey>>,
+    pub ledger: Arc<Ledger>,
 }
 
 /// How long an admin call waits for its own change to show in this replica's view.
@@ -307,6 +309,48 @@ impl AdminService {
         }
         Ok(RevokeKeyResponse { revision: revision as u64, edges_applied: applied, edges_total: total })
     }
+
+    /// Usage from the ledger's view, once it caught up with the store (so a report acked before
+    /// the call is in the answer). `since_unix` 0: the all-time counters; else the hourly buckets
+    /// from the hour containing it. Keys show by name; a deleted key by its id.
+    async fn usage(&self, req: &UsageRequest) -> Result<UsageResponse, Status> {
+        self.broadcaster.loaded(VIEW_PATIENCE).await?;
+        self.ledger.sync(VIEW_PATIENCE).await?;
+        let view = self.broadcaster.view();
+        let given = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let key_id = given(&req.key).map(|k| view.key(&k).map_or(k.clone(), |(key, _)| key.id.clone()));
+        let filter = UsageFilter {
+            team: given(&req.team),
+            project: given(&req.project),
+            key_id,
+            model: given(&req.model),
+            since: (req.since_unix != 0).then_some(req.since_unix),
+        };
+        let mut rows: std::collections::BTreeMap<[String; 5], Counters> = std::collections::BTreeMap::new();
+        for (g, c) in self.ledger.rows(&filter) {
+            let key = view
+                .key(&g.key_id)
+                .filter(|(k, _)| k.id == g.key_id)
+                .map_or(g.key_id, |(k, _)| k.name.clone());
+            rows.entry([g.team, g.project, key, g.model, g.provider]).or_default().add(c);
+        }
+        let rows = rows
+            .into_iter()
+            .map(|([team, project, key, model, provider], c)| proto::UsageRowView {
+                team,
+                project,
+                key,
+                model,
+                provider,
+                requests: c.requests,
+                input_tokens: c.input_tokens,
+                output_tokens: c.output_tokens,
+                cost_usd: c.cost_usd(),
+                errors: c.errors,
+            })
+            .collect();
+        Ok(UsageResponse { rows })
+    }
 }
 
 #[tonic::async_trait]
@@ -354,10 +398,11 @@ impl Admin for AdminService {
         r.map(Response::new)
     }
 
-    async fn usage(&self, _req: Request<UsageRequest>) -> Result<Response<UsageResponse>, Status> {
-        // The usage ledger arrives with the cluster-wide budgets work; until then nothing is
-        // recorded centrally, and an empty answer is the truth.
-        Ok(Response::new(UsageResponse { rows: vec![] }))
+    async fn usage(&self, req: Request<UsageRequest>) -> Result<Response<UsageResponse>, Status> {
+        let start = Instant::now();
+        let r = AdminService::usage(self, req.get_ref()).await;
+        observe("usage", start, &r);
+        r.map(Response::new)
     }
 
     async fn list_edges(

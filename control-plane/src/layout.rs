@@ -14,7 +14,10 @@ pub const KEYS: &str = "/llmgw/v1/keys/";
 pub const KEY_NAMES: &str = "/llmgw/v1/keynames/";
 pub const EDGES: &str = "/llmgw/v1/edges/";
 pub const AUDIT: &str = "/llmgw/v1/audit/";
+/// Usage counter shards: `key:{key_id}/{h{YYYYMMDDHH}|total}/{cp_id}` (see `usage::shard`).
 pub const USAGE: &str = "/llmgw/v1/usage/";
+/// The last counted seq of each edge process: `{edge_id}/{epoch}`.
+pub const USAGE_SEQ: &str = "/llmgw/v1/usage-seq/";
 
 /// The kinds that make up the config edges receive, with their prefixes.
 pub const CONFIG_KINDS: [(ResourceKind, &str); 5] = [

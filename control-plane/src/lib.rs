@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod seal;
 pub mod store;
 pub mod sync;
+pub mod usage;
 pub mod view;
 
 use std::net::SocketAddr;
@@ -58,8 +59,48 @@ pub struct ControlPlaneArgs {
     #[arg(long, env = "LLMGW_METRICS_LISTEN", default_value = "0.0.0.0:9091")]
     pub metrics_listen: SocketAddr,
     /// This replica's id (in edge registrations and usage shards); default: the host name.
+    /// Replicas need distinct ids.
     #[arg(long, env = "LLMGW_ID")]
     pub id: Option<String>,
+    /// How long hourly usage buckets are kept, for `admin usage --since` and budget periods; at
+    /// least 32d, so a month is always whole.
+    #[arg(long, env = "LLMGW_USAGE_RETENTION", default_value = "35d", value_parser = retention_arg, value_name = "DURATION")]
+    pub usage_retention: Duration,
+    /// How long a usage report may wait to share a store transaction with others.
+    #[arg(long, env = "LLMGW_USAGE_FLUSH_INTERVAL", default_value = "50ms", value_parser = duration_arg, value_name = "DURATION")]
+    pub usage_flush_interval: Duration,
+    /// Store transactions per second this replica's usage ledger may run (0 = no limit); under
+    /// load, more reports share each transaction instead.
+    #[arg(long, env = "LLMGW_USAGE_MAX_TXN_RATE", default_value_t = 25.0)]
+    pub usage_max_txn_rate: f64,
+}
+
+/// A duration flag: a whole number and a unit (ms, s, m, h, d).
+///
+/// # Errors
+/// Anything else, with an example.
+pub fn duration_arg(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration such as 35d, 12h or 50ms"))?;
+    let ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?} is not a duration such as 35d, 12h or 50ms")),
+    };
+    n.checked_mul(ms).map(Duration::from_millis).ok_or_else(|| format!("{s:?} is too long"))
+}
+
+fn retention_arg(s: &str) -> Result<Duration, String> {
+    let d = duration_arg(s)?;
+    if d < usage::MIN_RETENTION {
+        return Err(format!("{s:?} is shorter than 32d: a monthly budget needs every hour of its month"));
+    }
+    Ok(d)
 }
 
 /// Secrets the control plane runs with; from the environment, never from flags (which `ps`
@@ -93,6 +134,8 @@ pub enum ControlPlaneError {
     Serve(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error("invalid replica id {0:?}: it becomes part of store keys, so no '/' and not empty")]
+    BadId(String),
 }
 
 /// Opens the configured store.
@@ -125,6 +168,8 @@ pub struct Running {
     pub grpc: SocketAddr,
     pub metrics: SocketAddr,
     pub broadcaster: Arc<Broadcaster>,
+    /// The usage ledger: what every scope spent, for grants and `admin usage`.
+    pub ledger: Arc<usage::Ledger>,
     admin: admin::AdminService,
     pub done: tokio::task::JoinHandle<Result<(), ControlPlaneError>>,
 }
@@ -141,20 +186,52 @@ pub async fn start(
     if secrets.admin_tokens.is_empty() {
         return Err(ControlPlaneError::NoAdminToken);
     }
+    let store = open_store(&args).await?;
+    start_with_store(args, secrets, store, stop).await
+}
+
+/// [`start`] on a store the caller opened: replicas sharing one store in a process (tests), or
+/// a store shared with other code. `args.store`, `data_dir` and `etcd_endpoints` are ignored.
+///
+/// # Errors
+/// As [`start`], but for opening the store.
+pub async fn start_with_store(
+    args: ControlPlaneArgs,
+    secrets: Secrets,
+    store: Arc<dyn Store>,
+    stop: CancellationToken,
+) -> Result<Running, ControlPlaneError> {
+    if secrets.admin_tokens.is_empty() {
+        return Err(ControlPlaneError::NoAdminToken);
+    }
     let master_key = secrets.master_key.as_deref().map(MasterKey::from_hex).transpose()?.map(Arc::new);
     if master_key.is_none() {
         tracing::warn!("LLMGW_MASTER_KEY is not set: providers with value: credentials cannot be applied");
     }
     let handle = llmgw_shared::ops::install_metrics()?;
     metrics::describe();
-    let store: Arc<dyn Store> = Arc::new(store::metered::Metered(open_store(&args).await?));
+    let store: Arc<dyn Store> = Arc::new(store::metered::Metered(store));
     let cp_id = args.id.clone().unwrap_or_else(host_name);
+    if cp_id.is_empty() || cp_id.contains('/') || cp_id.chars().any(char::is_control) {
+        return Err(ControlPlaneError::BadId(cp_id));
+    }
+    let ledger = usage::Ledger::new(
+        store.clone(),
+        usage::LedgerOptions {
+            retention: args.usage_retention,
+            flush_interval: args.usage_flush_interval,
+            max_txn_rate: args.usage_max_txn_rate,
+            ..usage::LedgerOptions::new(cp_id.clone())
+        },
+        stop.clone(),
+    );
 
     let broadcaster = Broadcaster::new();
     let registry = Registry::new(store.clone(), cp_id.clone());
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(broadcaster.clone().run(store.clone(), stop.clone()));
     tasks.spawn(registry.clone().run(stop.clone()));
+    tasks.spawn(ledger.clone().run());
 
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr).await.map_err(|source| ControlPlaneError::Bind { addr, source })
@@ -182,8 +259,10 @@ pub async fn start(
         broadcaster: broadcaster.clone(),
         registry: registry.clone(),
         master_key: master_key.clone(),
+        ledger: ledger.clone(),
     };
-    let sync = sync::SyncService { broadcaster: broadcaster.clone(), registry, master_key };
+    let sync =
+        sync::SyncService { broadcaster: broadcaster.clone(), registry, master_key, ledger: ledger.clone() };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(llmgw_shared::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -211,7 +290,7 @@ pub async fn start(
         tasks.wait().await;
         r.map_err(ControlPlaneError::from)
     });
-    Ok(Running { grpc, metrics: metrics_addr, broadcaster, admin, done })
+    Ok(Running { grpc, metrics: metrics_addr, broadcaster, ledger, admin, done })
 }
 
 /// Large applies (100,000 keys) and snapshots exceed tonic's 4 MiB default.

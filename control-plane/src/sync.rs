@@ -1,9 +1,10 @@
-//! The edge-facing gRPC service: config streams and applied-revision acks.
+//! The edge-facing gRPC service: config streams, applied-revision acks, and usage reports.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::Stream;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{Stream, StreamExt};
 use llmgw_shared::proto::sync_server::Sync;
 use llmgw_shared::proto::{
     self, AckConfigRequest, AckConfigResponse, ConfigUpdate, Resource, UsageAck, UsageReport,
@@ -15,13 +16,19 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::broadcast::{Broadcaster, Start, Update};
 use crate::edges::Registry;
 use crate::seal::MasterKey;
+use crate::usage::Ledger;
 use crate::view::View;
 
 pub struct SyncService {
     pub broadcaster: Arc<Broadcaster>,
     pub registry: Arc<Registry>,
     pub master_key: Option<Arc<MasterKey>>,
+    pub ledger: Arc<Ledger>,
 }
+
+/// Reports of one stream submitted and not yet acked: beyond this the stream stops reading, so a
+/// fast sender waits for the ledger instead of queueing without bound.
+const REPORTS_IN_FLIGHT: usize = 1024;
 
 /// Edges get credentials they can use: sealed values are opened here, so edges never need the
 /// master key (the sync channel must then be trusted: TLS or a private network).
@@ -133,8 +140,64 @@ impl Sync for SyncService {
         Ok(Response::new(AckConfigResponse {}))
     }
 
-    async fn report_usage(&self, _req: Request<Streaming<UsageReport>>) -> Result<Response<Acks>, Status> {
-        // The usage ledger arrives with the cluster-wide budgets work.
-        Err(Status::unimplemented("usage reporting is not available in this version"))
+    /// Each report goes to the ledger in stream order; its ack is sent once it is committed (or
+    /// found already committed), in the same order. A malformed report ends the stream with
+    /// `InvalidArgument` after the acks of the reports before it; a ledger that cannot commit
+    /// ends it with `Unavailable`, and the edge resends what was not acked.
+    async fn report_usage(&self, req: Request<Streaming<UsageReport>>) -> Result<Response<Acks>, Status> {
+        let mut inbound = req.into_inner();
+        let ledger = self.ledger.clone();
+        let (tx, rx) = mpsc::channel::<Result<UsageAck, Status>>(64);
+        tokio::spawn(async move {
+            let stop = ledger.stopping().clone();
+            let mut waiting = FuturesOrdered::new();
+            let (mut reading, mut failure) = (true, None::<Status>);
+            while reading || !waiting.is_empty() {
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => {
+                        failure = Some(Status::unavailable("the control plane is stopping"));
+                        break;
+                    }
+                    () = tx.closed() => return,
+                    Some(ack) = waiting.next(), if !waiting.is_empty() => match ack {
+                        Ok(ack) => {
+                            if tx.send(Ok(ack)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(status) => {
+                            failure = Some(status);
+                            break;
+                        }
+                    },
+                    msg = inbound.message(), if reading && waiting.len() < REPORTS_IN_FLIGHT => match msg {
+                        Ok(Some(report)) => {
+                            let (epoch, seq) = (report.epoch.clone(), report.seq);
+                            match ledger.submit(report).await {
+                                Ok(outcome) => waiting.push_back(async move {
+                                    match outcome.await {
+                                        Ok(Ok(_)) => Ok(UsageAck { epoch, seq, grants: vec![] }),
+                                        Ok(Err(e)) => Err(Status::from(e)),
+                                        Err(_) => Err(Status::unavailable("the usage ledger stopped")),
+                                    }
+                                }),
+                                Err(e) => {
+                                    failure = Some(e.into());
+                                    reading = false;
+                                }
+                            }
+                        }
+                        Ok(None) => reading = false,
+                        // The edge went away: nothing to ack to.
+                        Err(_) => return,
+                    },
+                }
+            }
+            if let Some(status) = failure {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 }

@@ -1,0 +1,358 @@
+//! The usage ledger: counts what edges report, exactly once, and knows what every key, project
+//! and team spent in each budget period across the cluster.
+//!
+//! Why it is built this way:
+//!
+//! - **Exactly once without a lock.** An edge numbers its reports `(edge_id, epoch, seq)` and
+//!   resends what was not acked, to whichever replica it reaches. The seq marker of the edge
+//!   process (`/llmgw/v1/usage-seq/{edge_id}/{epoch}`) is written in the same transaction as the
+//!   counts, and compared there with the revision last read: a report is counted by the one
+//!   transaction that moves the marker past its seq, and a resend finds `seq <= marker` and is
+//!   only acked. Acks go out after the commit, so a crash between commit and ack costs a resend,
+//!   never a count.
+//! - **No read-modify-write on the hot path.** Each replica writes only its own shards
+//!   (`/llmgw/v1/usage/key:{id}/{period}/{cp_id}`) and keeps their values in memory, so a write
+//!   is a put of an absolute value. The put still compares the shard's revision: after an
+//!   ambiguous store error, or with two processes started under one id, the replica re-reads
+//!   instead of overwriting counts it has not seen.
+//! - **Batching bounds etcd's load by edges, not by reports.** Reports wait (about 50 ms) and are
+//!   grouped per edge process: one transaction carries many reports, each edge's marker once and
+//!   each shard once, up to etcd's 128 operations. Transactions per second are capped per replica
+//!   (`--usage-max-txn-rate`); when the cap binds, reports wait longer and more of them share a
+//!   transaction, so load grows with the number of edges and active keys, not with the report
+//!   rate. A transaction only carries whole reports, so counts and markers always agree.
+//! - **Hours, not periods, on disk.** Shards are per hour (UTC) and all-time; days, ISO weeks and
+//!   months are sums of hours, so a budget period never needs its own counters or a reset, and
+//!   the hours kept (`--usage-retention`, at least 32 days) answer `admin usage --since`.
+//! - **Spend is a memory read.** Every replica watches every shard (absolute values: an event
+//!   replaces one) and keeps per-scope sums, so grants and `admin usage` never read the store.
+//!
+//! `spend` is the API grants build on; [`batch`] plans transactions, [`writer`] runs them.
+
+pub mod batch;
+pub mod clock;
+pub mod period;
+pub mod shard;
+pub mod view;
+mod writer;
+
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use llmgw_shared::proto::UsageReport;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use period::Period;
+pub use shard::Counters;
+pub use view::{RowGroup, Scope, UsageFilter};
+
+use crate::layout;
+use crate::store::{Event, Store, StoreError};
+use view::UsageView;
+
+/// How a report ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Committed by this call.
+    Counted,
+    /// Committed before (a resend): acked, not counted again.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LedgerError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("usage ledger unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<LedgerError> for tonic::Status {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Invalid(m) => tonic::Status::invalid_argument(m),
+            e @ LedgerError::Unavailable(_) => tonic::Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+/// The shortest retention allowed: a monthly budget needs every hour of the longest month.
+pub const MIN_RETENTION: Duration = Duration::from_secs(32 * 86_400);
+/// How long hour buckets are kept by default.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(35 * 86_400);
+
+#[derive(Clone)]
+pub struct LedgerOptions {
+    /// This replica's id: the last segment of the shards it writes.
+    pub cp_id: String,
+    /// Hour buckets older than this are deleted (at least [`MIN_RETENTION`]).
+    pub retention: Duration,
+    /// How long a report may wait for others to share its transaction.
+    pub flush_interval: Duration,
+    /// Store transactions per second this replica's ledger may run (reads, writes and clean-up
+    /// together); 0 = no limit.
+    pub max_txn_rate: f64,
+    /// A report not committed within this long is failed, and the edge resends it.
+    pub max_wait: Duration,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl LedgerOptions {
+    #[must_use]
+    pub fn new(cp_id: impl Into<String>) -> Self {
+        Self {
+            cp_id: cp_id.into(),
+            retention: DEFAULT_RETENTION,
+            flush_interval: Duration::from_millis(50),
+            max_txn_rate: 25.0,
+            max_wait: Duration::from_secs(30),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for LedgerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerOptions")
+            .field("cp_id", &self.cp_id)
+            .field("retention", &self.retention)
+            .field("flush_interval", &self.flush_interval)
+            .field("max_txn_rate", &self.max_txn_rate)
+            .field("max_wait", &self.max_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A report on its way to the writer.
+pub(crate) struct Submission {
+    report: UsageReport,
+    received: tokio::time::Instant,
+    reply: oneshot::Sender<Result<Outcome, LedgerError>>,
+}
+
+/// Reports queued for the writer, across all streams: beyond this, streams wait (backpressure
+/// to the edges, which keep their reports until acked).
+const QUEUE: usize = 4096;
+
+pub struct Ledger {
+    store: Arc<dyn Store>,
+    opts: LedgerOptions,
+    submissions: mpsc::Sender<Submission>,
+    receiver: Mutex<Option<mpsc::Receiver<Submission>>>,
+    view: RwLock<UsageView>,
+    revision: watch::Sender<i64>,
+    stop: CancellationToken,
+}
+
+impl Ledger {
+    /// A ledger on `store`; nothing runs until [`Ledger::run`]. `stop` also ends the report
+    /// streams.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>, mut opts: LedgerOptions, stop: CancellationToken) -> Arc<Self> {
+        opts.retention = opts.retention.max(MIN_RETENTION);
+        let (submissions, receiver) = mpsc::channel(QUEUE);
+        let (revision, _) = watch::channel(0);
+        Arc::new(Self {
+            store,
+            opts,
+            submissions,
+            receiver: Mutex::new(Some(receiver)),
+            view: RwLock::new(UsageView::default()),
+            revision,
+            stop,
+        })
+    }
+
+    #[must_use]
+    pub fn cp_id(&self) -> &str {
+        &self.opts.cp_id
+    }
+
+    /// Cancelled when the control plane stops.
+    #[must_use]
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Follows the store's usage and runs the writer until stopped.
+    pub async fn run(self: Arc<Self>) {
+        let receiver = self.receiver.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let Some(receiver) = receiver else {
+            tracing::error!("the usage ledger was started twice");
+            return;
+        };
+        tokio::join!(self.clone().follow_loop(), writer::run(self.clone(), receiver));
+    }
+
+    /// Checks a report and queues it for the writer; the returned receiver yields its outcome.
+    /// Reports of one stream are committed in the order they were submitted.
+    ///
+    /// # Errors
+    /// `Invalid` for a malformed report, `Unavailable` when the ledger stopped.
+    pub async fn submit(
+        &self,
+        report: UsageReport,
+    ) -> Result<oneshot::Receiver<Result<Outcome, LedgerError>>, LedgerError> {
+        validate(&report)?;
+        metrics::counter!(crate::metrics::USAGE_REPORTS).increment(1);
+        let (reply, rx) = oneshot::channel();
+        let s = Submission { report, received: tokio::time::Instant::now(), reply };
+        self.submissions
+            .send(s)
+            .await
+            .map_err(|_| LedgerError::Unavailable("the control plane is stopping".into()))?;
+        Ok(rx)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, UsageView> {
+        self.view.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, UsageView> {
+        self.view.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What `scope` spent in the current `period` (by the ledger's clock), cluster-wide, as of
+    /// this replica's view of the store.
+    #[must_use]
+    pub fn spend(&self, scope: &Scope, period: Period) -> Counters {
+        self.spend_at(scope, period, self.opts.clock.now_unix())
+    }
+
+    /// What `scope` spent in the `period` containing `now` (Unix seconds).
+    #[must_use]
+    pub fn spend_at(&self, scope: &Scope, period: Period, now: i64) -> Counters {
+        self.read().spend(scope, period, now)
+    }
+
+    /// Usage rows for `llmgw admin usage`, by (team, project, key id, model, provider).
+    #[must_use]
+    pub fn rows(&self, filter: &UsageFilter) -> std::collections::BTreeMap<RowGroup, Counters> {
+        self.read().rows(filter)
+    }
+
+    /// The ledger's clock, in Unix seconds.
+    #[must_use]
+    pub fn now_unix(&self) -> i64 {
+        self.opts.clock.now_unix()
+    }
+
+    /// The store revision the in-memory usage reflects.
+    #[must_use]
+    pub fn revision(&self) -> i64 {
+        *self.revision.borrow()
+    }
+
+    /// Waits until the in-memory usage reflects at least `revision`.
+    pub async fn wait_for(&self, revision: i64, patience: Duration) -> bool {
+        let mut rx = self.revision.subscribe();
+        tokio::time::timeout(patience, rx.wait_for(|r| *r >= revision)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits until the in-memory usage reflects everything committed before this call, so a
+    /// query right after an ack sees the acked report.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store cannot be read or the view does not catch up in `patience`.
+    pub async fn sync(&self, patience: Duration) -> Result<(), LedgerError> {
+        let revision = tokio::time::timeout(patience, self.store.revision())
+            .await
+            .map_err(|_| LedgerError::Unavailable("the store did not answer".into()))?
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        if self.wait_for(revision, patience).await {
+            Ok(())
+        } else {
+            Err(LedgerError::Unavailable(format!(
+                "usage has not caught up with the store (at {}, store at {revision})",
+                self.revision()
+            )))
+        }
+    }
+
+    async fn follow_loop(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result = tokio::select! {
+                () = self.stop.cancelled() => return,
+                r = self.follow() => r,
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "usage watch interrupted; re-reading");
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Loads every shard, then applies changes. The watch covers the whole keyspace (not only
+    /// the shards) so the view's revision keeps up with the store's, which `sync` waits on.
+    async fn follow(&self) -> Result<(), StoreError> {
+        let r = self.store.range(layout::USAGE.as_bytes()).await?;
+        let mut view = UsageView::default();
+        for kv in &r.kvs {
+            view.put(&kv.key, &kv.value, kv.mod_revision);
+        }
+        view.revision = r.revision;
+        let shards = view.shard_count();
+        *self.write() = view;
+        self.revision.send_replace(r.revision);
+        metrics::gauge!(crate::metrics::USAGE_SHARDS).set(shards as f64);
+        tracing::info!(revision = r.revision, shards, "usage loaded");
+        let mut watch = self.store.watch(layout::ROOT.as_bytes(), r.revision + 1).await?;
+        while let Some(batch) = watch.next().await {
+            let batch = batch?;
+            let mut v = self.write();
+            for ev in &batch.events {
+                match ev {
+                    Event::Put(kv) if kv.key.starts_with(layout::USAGE.as_bytes()) => {
+                        v.put(&kv.key, &kv.value, kv.mod_revision);
+                    }
+                    Event::Delete { key, mod_revision } if key.starts_with(layout::USAGE.as_bytes()) => {
+                        v.delete(key, *mod_revision);
+                    }
+                    _ => {}
+                }
+            }
+            v.revision = v.revision.max(batch.revision);
+            let (revision, shards) = (v.revision, v.shard_count());
+            drop(v);
+            self.revision.send_replace(revision);
+            metrics::gauge!(crate::metrics::USAGE_SHARDS).set(shards as f64);
+        }
+        Err(StoreError::Unavailable("the usage watch ended".into()))
+    }
+}
+
+/// Longest edge id, epoch or key id accepted: they become parts of store keys.
+const MAX_ID: usize = 256;
+
+fn check_id(what: &str, s: &str) -> Result<(), LedgerError> {
+    if s.is_empty() {
+        return Err(LedgerError::Invalid(format!("{what} is required")));
+    }
+    if s.len() > MAX_ID || s.contains('/') || s.chars().any(char::is_control) {
+        return Err(LedgerError::Invalid(format!(
+            "{what} {s:?} must be at most {MAX_ID} bytes, without '/' or control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A report the ledger can key: ids usable in store keys, a seq from 1.
+fn validate(r: &UsageReport) -> Result<(), LedgerError> {
+    check_id("edge_id", &r.edge_id)?;
+    check_id("epoch", &r.epoch)?;
+    if r.seq == 0 {
+        return Err(LedgerError::Invalid("seq starts at 1".into()));
+    }
+    for row in &r.rows {
+        check_id("key_id", &row.key_id)?;
+    }
+    Ok(())
+}
