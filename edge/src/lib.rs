@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod record;
 pub mod relay;
 pub mod reload;
+pub mod report;
 pub mod server;
 pub mod state;
 pub mod sync;
@@ -67,6 +68,17 @@ pub struct EdgeArgs {
     /// How often the config file is checked for changes, in milliseconds.
     #[arg(long, env = "LLMGW_RELOAD_POLL_MS", default_value_t = 2_000)]
     pub reload_poll_ms: u64,
+    /// How often usage is reported to the control plane, in milliseconds.
+    #[arg(long, env = "LLMGW_USAGE_INTERVAL_MS", default_value_t = 200)]
+    pub usage_interval_ms: u64,
+    /// Usage reports are written here before they are sent, and kept when no control plane
+    /// acks them by shutdown; the next start sends them first.
+    #[arg(long, env = "LLMGW_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Unacked usage reports kept in memory while no control plane answers; beyond it the
+    /// oldest are dropped (metric `llmgw_usage_reports_dropped_total`).
+    #[arg(long, env = "LLMGW_USAGE_BUFFER_REPORTS", default_value_t = 50_000)]
+    pub usage_buffer_reports: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +111,9 @@ pub fn check(args: &EdgeArgs) -> Result<String, EdgeError> {
 struct Started {
     edge: Arc<Edge>,
     tasks: tokio_util::task::TaskTracker,
+    /// Cancelled once the HTTP server finished its last request: the usage reporter's cue to
+    /// send the last report.
+    drained: CancellationToken,
     metrics_addr: SocketAddr,
     opts: server::ServerOptions,
 }
@@ -130,6 +145,7 @@ async fn start(args: &EdgeArgs, stop: &CancellationToken) -> Result<Started, Edg
         tokio::net::TcpListener::bind(addr).await.map_err(|source| EdgeError::Bind { addr, source })?;
     let metrics_addr = metrics_listener.local_addr().map_err(|source| EdgeError::Bind { addr, source })?;
     let tasks = tokio_util::task::TaskTracker::new();
+    let drained = CancellationToken::new();
     let ready_edge = edge.clone();
     let ready = Arc::new(move || ready_edge.ready());
     tasks.spawn(llmgw_shared::ops::serve(metrics_listener, handle, ready, stop.clone()));
@@ -145,6 +161,16 @@ async fn start(args: &EdgeArgs, stop: &CancellationToken) -> Result<Started, Edg
                 token: std::env::var("LLMGW_EDGE_TOKEN").ok().filter(|t| !t.is_empty()),
             };
             tracing::info!(edge_id = %opts.edge_id, "config from the control plane");
+            let report = report::ReportOptions {
+                endpoints: opts.endpoints.clone(),
+                edge_id: opts.edge_id.clone(),
+                token: opts.token.clone(),
+                interval: Duration::from_millis(args.usage_interval_ms.max(10)),
+                spool_dir: args.spool_dir.clone(),
+                max_pending: args.usage_buffer_reports,
+                flush_timeout: Duration::from_secs(5),
+            };
+            tasks.spawn(report::run(report, edge.clone(), drained.clone()));
             tasks.spawn(sync::run(opts, edge.clone(), clients, stop.clone()));
         }
     }
@@ -152,7 +178,7 @@ async fn start(args: &EdgeArgs, stop: &CancellationToken) -> Result<Started, Edg
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
     };
-    Ok(Started { edge, tasks, metrics_addr, opts })
+    Ok(Started { edge, tasks, drained, metrics_addr, opts })
 }
 
 /// Runs the edge on the current (multi-thread) runtime until `stop` is cancelled, then drains.
@@ -169,6 +195,7 @@ pub async fn run(args: EdgeArgs, stop: CancellationToken) -> Result<(), EdgeErro
     // Logged once every handler (SIGHUP included) is in place: tests and scripts wait for it.
     tracing::info!(http = %http, metrics = %started.metrics_addr, "edge listening");
     server::serve(listener, started.edge, started.opts, stop).await;
+    started.drained.cancel();
     started.tasks.close();
     started.tasks.wait().await;
     Ok(())
@@ -225,6 +252,7 @@ pub fn run_threaded(
                 .collect::<Result<Vec<()>, _>>()
         })
         .await;
+        started.drained.cancel();
         started.tasks.close();
         started.tasks.wait().await;
         match joined {

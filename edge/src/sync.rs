@@ -28,7 +28,7 @@ pub struct SyncOptions {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum SessionError {
+pub(crate) enum SessionError {
     #[error("bad control-plane URL {0:?}")]
     Url(String),
     #[error("connect: {0}")]
@@ -70,7 +70,7 @@ pub async fn run(opts: SyncOptions, edge: Arc<Edge>, clients: ClientCache, stop:
     }
 }
 
-async fn connect(url: &str) -> Result<Channel, SessionError> {
+pub(crate) async fn connect(url: &str) -> Result<Channel, SessionError> {
     let ep = Endpoint::from_shared(url.to_owned()).map_err(|_| SessionError::Url(url.to_owned()))?;
     Ok(ep
         .connect_timeout(Duration::from_secs(3))
