@@ -5,7 +5,8 @@
 //! references:
 //! - `request/<case>.anthropic.json` → `<case>.openai.json`, or `<case>.error.json`
 //!   (`{"unsupported": [params…]}` or `{"invalid": "text"}`);
-//! - `response/<case>.openai.json` → `<case>.anthropic.json` (the model is `claude-sonnet-4-5`);
+//! - `response/<case>.openai.json` → `<case>.anthropic.json` (the model is `claude-sonnet-4-5`;
+//!   `cache_write` carries OpenRouter's `prompt_tokens_details.cache_write_tokens`);
 //! - `stream/<case>.openai.sse` → `<case>.anthropic.sse`.
 
 // Test code: a failed expectation panics with the case name.

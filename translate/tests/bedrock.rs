@@ -11,13 +11,19 @@
 //!   event-stream frames with `aws-smithy-eventstream`'s encoder and fed to the decoder in
 //!   odd-sized chunks) → `NAME.openai.json` (the chunks, then `"[DONE]"`), with
 //!   `include_usage`;
-//! - `error/NAME.bedrock.json` (`{"status", "type", "body"}`) → `NAME.openai.json`.
+//! - `error/NAME.bedrock.json` (`{"status", "type", "body"}`) → `NAME.openai.json`;
+//! - `response/NAME.anthropic.json` and `stream/NAME.anthropic.json`: what an Anthropic-format
+//!   client receives for the same input, through the OpenAI pivot (see `client_chain`; streams
+//!   as `[{"event", "data"}]`, the events fed as the edge feeds them once decoded).
+//!   `UPDATE_GOLDEN=1` rewrites these.
 //!
 //! Generated values are normalised before comparing: `created` → 0, the random completion id
 //! → `chatcmpl-random`.
 
 // Test helpers outside `#[test]` functions panic on broken fixtures, as the tests do.
 #![allow(clippy::unwrap_used, clippy::panic)]
+
+mod client_chain;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -140,6 +146,44 @@ fn responses() {
         let (got, usage) = bedrock::response(&input, alias).unwrap();
         assert_eq!(normalised(got), expected, "response/{name}");
         assert_eq!(usage, usage_of(&expected), "response/{name} usage");
+    }
+}
+
+#[test]
+fn responses_for_anthropic_clients() {
+    for name in cases("response", ".bedrock.json") {
+        let input = read_json(&dir("response").join(format!("{name}.bedrock.json")));
+        let alias = read_json(&dir("response").join(format!("{name}.openai.json")))["model"].clone();
+        let alias = alias.as_str().unwrap();
+        let (openai, usage) = bedrock::response(&input, alias).unwrap();
+        let got = client_chain::response(&name, &openai, usage, alias);
+        client_chain::check_golden(&dir("response").join(format!("{name}.anthropic.json")), &normalised(got));
+    }
+}
+
+#[test]
+fn streams_for_anthropic_clients() {
+    for name in cases("stream", ".events.json") {
+        let events: Vec<(String, String)> = read_json(&dir("stream").join(format!("{name}.events.json")))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["event"].as_str().unwrap().to_owned(), e["payload"].to_string()))
+            .collect();
+        let alias = read_json(&dir("stream").join(format!("{name}.openai.json")))[0]["model"].clone();
+        let alias = alias.as_str().unwrap();
+        let mut first = bedrock::StreamToOpenAi::new(alias, true);
+        let got = client_chain::stream(
+            &mut first,
+            events.iter().map(|(event, payload)| (Some(event.as_str()), payload.as_str())),
+            alias,
+        );
+        let message = client_chain::assemble(&name, &got);
+        client_chain::check_message(&name, &message, first.usage());
+        client_chain::check_golden(
+            &dir("stream").join(format!("{name}.anthropic.json")),
+            &normalised(json!(got)),
+        );
     }
 }
 

@@ -8,7 +8,10 @@
 //! - `response/NAME.gemini.json` → `NAME.openai.json`;
 //! - `stream/NAME.sse` (Gemini's `alt=sse` wire text) → `NAME.openai.json` (the chunks, then
 //!   `"[DONE]"`), with `include_usage`;
-//! - `error/NAME.gemini.json` (`{"status", "body"}`) → `NAME.openai.json`.
+//! - `error/NAME.gemini.json` (`{"status", "body"}`) → `NAME.openai.json`;
+//! - `response/NAME.anthropic.json` and `stream/NAME.anthropic.json`: what an Anthropic-format
+//!   client receives for the same input, through the OpenAI pivot (see `client_chain`; streams
+//!   as `[{"event", "data"}]`). `UPDATE_GOLDEN=1` rewrites these.
 //!
 //! Generated values are normalised before comparing: `created` → 0, a random completion id →
 //! `chatcmpl-random`, generated tool-call ids → `call_0`, `call_1`, … in order of appearance
@@ -16,6 +19,8 @@
 
 // Test helpers outside `#[test]` functions panic on broken fixtures, as the tests do.
 #![allow(clippy::unwrap_used, clippy::panic)]
+
+mod client_chain;
 
 use std::path::{Path, PathBuf};
 
@@ -206,6 +211,35 @@ fn streams() {
         assert!(conv.started());
         let usage_chunk = expected.as_array().unwrap().iter().rev().nth(1).unwrap();
         assert_eq!(conv.usage(), usage_of(usage_chunk), "stream/{name} usage");
+    }
+}
+
+#[test]
+fn responses_for_anthropic_clients() {
+    for name in cases("response", ".gemini.json") {
+        let input = read_json(&dir("response").join(format!("{name}.gemini.json")));
+        let alias = read_json(&dir("response").join(format!("{name}.openai.json")))["model"].clone();
+        let alias = alias.as_str().unwrap();
+        let (openai, usage) = gemini::response(&input, alias).unwrap();
+        let got = client_chain::response(&name, &openai, usage, alias);
+        client_chain::check_golden(&dir("response").join(format!("{name}.anthropic.json")), &normalised(got));
+    }
+}
+
+#[test]
+fn streams_for_anthropic_clients() {
+    for name in cases("stream", ".sse") {
+        let events = sse_data(&read(&dir("stream").join(format!("{name}.sse"))));
+        let alias = read_json(&dir("stream").join(format!("{name}.openai.json")))[0]["model"].clone();
+        let alias = alias.as_str().unwrap();
+        let mut first = gemini::StreamToOpenAi::new(alias, true);
+        let got = client_chain::stream(&mut first, events.iter().map(|d| (None, d.as_str())), alias);
+        let message = client_chain::assemble(&name, &got);
+        client_chain::check_message(&name, &message, first.usage());
+        client_chain::check_golden(
+            &dir("stream").join(format!("{name}.anthropic.json")),
+            &normalised(json!(got)),
+        );
     }
 }
 

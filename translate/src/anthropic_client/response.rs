@@ -10,7 +10,8 @@ use crate::anthropic::{bad, count, stop_reason};
 /// The first choice's text becomes a text block (a refusal too, with `stop_reason`
 /// `refusal`), each tool call a `tool_use` block with its arguments parsed. Usage follows
 /// Anthropic's convention: `input_tokens` excludes the tokens read from the prompt cache,
-/// which are `cache_read_input_tokens` (present only when some were). `stop_sequence` is
+/// which are `cache_read_input_tokens`, and those written to it, which are
+/// `cache_creation_input_tokens` (each present only when some were). `stop_sequence` is
 /// always null: OpenAI does not say which stop sequence matched.
 ///
 /// # Errors
@@ -69,12 +70,21 @@ fn tool_use(call: &Value) -> Result<Value, TranslateError> {
     )
 }
 
-/// OpenAI `usage` → Anthropic `usage`.
+/// OpenAI `usage` → Anthropic `usage`. OpenAI's `prompt_tokens` counts the whole prompt;
+/// Anthropic splits it into `input_tokens`, `cache_read_input_tokens` (OpenAI's
+/// `cached_tokens`) and `cache_creation_input_tokens` (`cache_write_tokens`, which OpenAI does
+/// not send but OpenRouter and this crate's Bedrock translation do). The cache fields appear
+/// only when non-zero.
 pub(crate) fn anthropic_usage(u: &Value) -> Value {
-    let cached = u.get("prompt_tokens_details").map_or(0, |d| count(d, "cached_tokens"));
+    let details = u.get("prompt_tokens_details").unwrap_or(&Value::Null);
+    let (cached, written) = (count(details, "cached_tokens"), count(details, "cache_write_tokens"));
     let mut out = Map::new();
-    out.insert("input_tokens".into(), count(u, "prompt_tokens").saturating_sub(cached).into());
+    let input = count(u, "prompt_tokens").saturating_sub(cached).saturating_sub(written);
+    out.insert("input_tokens".into(), input.into());
     out.insert("output_tokens".into(), count(u, "completion_tokens").into());
+    if written > 0 {
+        out.insert("cache_creation_input_tokens".into(), written.into());
+    }
     if cached > 0 {
         out.insert("cache_read_input_tokens".into(), cached.into());
     }

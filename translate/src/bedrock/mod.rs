@@ -82,13 +82,24 @@ pub(crate) fn usage(u: &Value) -> Usage {
     }
 }
 
-/// OpenAI's `usage` object.
-pub(crate) fn usage_json(u: Usage) -> Value {
+/// The prompt-cache writes among the input tokens of a Converse `usage`.
+pub(crate) fn cache_writes(u: &Value) -> u64 {
+    u.get("cacheWriteInputTokens").and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// OpenAI's `usage` object. Cache writes, which OpenAI's format has no field for, are
+/// `prompt_tokens_details.cache_write_tokens` (as OpenRouter reports them) when there are
+/// any, so that an Anthropic-format client gets its `cache_creation_input_tokens` back.
+pub(crate) fn usage_json(u: Usage, cache_writes: u64) -> Value {
+    let mut details = json!({ "cached_tokens": u.cached_input });
+    if cache_writes > 0 {
+        details["cache_write_tokens"] = cache_writes.into();
+    }
     json!({
         "prompt_tokens": u.input,
         "completion_tokens": u.output,
         "total_tokens": u.input + u.output,
-        "prompt_tokens_details": { "cached_tokens": u.cached_input },
+        "prompt_tokens_details": details,
         "completion_tokens_details": { "reasoning_tokens": 0 },
     })
 }

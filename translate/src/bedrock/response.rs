@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{bad, completion_id, finish_reason, now_secs, usage, usage_json};
+use super::{bad, cache_writes, completion_id, finish_reason, now_secs, usage, usage_json};
 use crate::{TranslateError, Usage};
 
 /// Translates a Converse response into an OpenAI `chat.completion` for the client's model name
@@ -49,7 +49,8 @@ pub fn response(body: &Value, alias: &str) -> Result<(Value, Usage), TranslateEr
         }
     }
     let stop = body.get("stopReason").and_then(Value::as_str).unwrap_or("end_turn");
-    let usage = usage(body.get("usage").unwrap_or(&Value::Null));
+    let raw_usage = body.get("usage").unwrap_or(&Value::Null);
+    let usage = usage(raw_usage);
 
     let mut message = Map::new();
     message.insert("role".into(), "assistant".into());
@@ -68,7 +69,7 @@ pub fn response(body: &Value, alias: &str) -> Result<(Value, Usage), TranslateEr
         "created": now_secs(),
         "model": alias,
         "choices": [{ "index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason(stop) }],
-        "usage": usage_json(usage),
+        "usage": usage_json(usage, cache_writes(raw_usage)),
     });
     Ok((out, usage))
 }

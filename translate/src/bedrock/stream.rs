@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::{bad, completion_id, finish_reason, now_secs, usage, usage_json};
+use super::{bad, cache_writes, completion_id, finish_reason, now_secs, usage, usage_json};
 use crate::{SseEvent, StreamConverter, TranslateError, Usage};
 
 /// Converts ConverseStream's events, one decoded event-stream message at a time, into OpenAI
@@ -29,6 +29,7 @@ pub struct StreamToOpenAi {
     tool_blocks: HashMap<u64, u64>,
     finished: bool,
     usage: Usage,
+    cache_writes: u64,
     started: bool,
     done: bool,
 }
@@ -47,6 +48,7 @@ impl StreamToOpenAi {
             tool_blocks: HashMap::new(),
             finished: false,
             usage: Usage::default(),
+            cache_writes: 0,
             started: false,
             done: false,
         }
@@ -185,6 +187,7 @@ impl StreamConverter for StreamToOpenAi {
             "metadata" => {
                 if let Some(u) = v.get("usage") {
                     self.usage = usage(u);
+                    self.cache_writes = cache_writes(u);
                 }
             }
             // contentBlockStop, a repeated messageStop and events added later carry nothing a
@@ -211,7 +214,7 @@ impl StreamConverter for StreamToOpenAi {
                 "created": self.created,
                 "model": self.alias,
                 "choices": [],
-                "usage": usage_json(self.usage),
+                "usage": usage_json(self.usage, self.cache_writes),
             });
             out.push(SseEvent { event: None, data: data.to_string() });
         }
