@@ -89,6 +89,11 @@ pub async fn run(args: DevArgs, stop: CancellationToken) -> anyhow::Result<()> {
         body_read_timeout_ms: 30_000,
         shutdown_grace: 30,
         reload_poll_ms: 2_000,
+        usage_interval_ms: 200,
+        spool_dir: Some(args.data_dir.join("usage-spool")),
+        usage_buffer_reports: 50_000,
+        budget_fail_mode: llmgw_edge::FailMode::Closed,
+        quota_wait_ms: 1_000,
     };
     let shown = if new_token { admin_token.as_str() } else { "(in the file above)" };
     eprintln!(

@@ -209,6 +209,7 @@ pub struct KeyEntry {
     pub revoked: bool,
     /// Unix seconds; 0 = never.
     pub expires_at: i64,
+    pub quota: Limits,
 }
 
 /// A team or project: what it allows.
@@ -216,6 +217,33 @@ pub struct Scope {
     /// A project's team.
     pub team: Option<Arc<str>>,
     pub models: Option<Vec<Arc<str>>>,
+    pub quota: Limits,
+}
+
+/// The budget and rate limits on one scope, as the quota pools they make.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `key:{id}`, `project:{name}` or `team:{name}`: the pools' scope.
+    pub scope: Arc<str>,
+    pub budget: bool,
+    pub rpm: bool,
+    pub tpm: bool,
+}
+
+impl Limits {
+    fn new(scope: String, limits: Option<&proto::Limits>, budget: Option<&proto::Budget>) -> Self {
+        Self {
+            scope: scope.into(),
+            budget: budget.is_some_and(|b| b.limit_usd > 0.0),
+            rpm: limits.is_some_and(|l| l.rpm > 0),
+            tpm: limits.is_some_and(|l| l.tpm > 0),
+        }
+    }
+
+    #[must_use]
+    pub fn any(&self) -> bool {
+        self.budget || self.rpm || self.tpm
+    }
 }
 
 fn allowed(set: Option<&Vec<Arc<str>>>, model: &str) -> bool {
@@ -561,7 +589,11 @@ impl EdgeConfig {
             .map(|t| {
                 (
                     Arc::from(t.name.as_str()),
-                    Arc::new(Scope { team: None, models: model_set(t.models.as_ref()) }),
+                    Arc::new(Scope {
+                        team: None,
+                        models: model_set(t.models.as_ref()),
+                        quota: Limits::new(format!("team:{}", t.name), t.limits.as_ref(), t.budget.as_ref()),
+                    }),
                 )
             })
             .collect();
@@ -576,7 +608,11 @@ impl EdgeConfig {
                 })
             };
             if let Some(team) = tolerate(ctx, team)? {
-                let scope = Scope { team: Some(team.into()), models: model_set(p.models.as_ref()) };
+                let scope = Scope {
+                    team: Some(team.into()),
+                    models: model_set(p.models.as_ref()),
+                    quota: Limits::new(format!("project:{}", p.name), p.limits.as_ref(), p.budget.as_ref()),
+                };
                 projects.insert(Arc::from(p.name.as_str()), Arc::new(scope));
             }
         }
@@ -603,6 +639,7 @@ fn key_entry(k: &proto::Key) -> Result<([u8; 32], KeyEntry), BuildError> {
             models: model_set(k.models.as_ref()),
             revoked: k.revoked,
             expires_at: k.expires_at_unix,
+            quota: Limits::new(format!("key:{id}"), k.limits.as_ref(), k.budget.as_ref()),
         },
     ))
 }

@@ -2,7 +2,7 @@
 //! in the client's API format.
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 
 /// The API format the client speaks; errors are rendered in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +44,53 @@ pub enum ApiError {
     UpstreamTimeout { provider: String, after_ms: u64 },
     #[error("{0}")]
     NotSupported(String),
+    #[error("budget exceeded for {}", describe(scope))]
+    BudgetExceeded { scope: String },
+    #[error("rate limit reached for {} on {} per minute: limit {limit}, remaining {remaining}", describe(scope), if *tokens { "tokens" } else { "requests" })]
+    RateLimited { scope: String, tokens: bool, limit: u64, remaining: u64, reset: std::time::Duration },
     #[error("all {} attempts failed: {}", attempts.len(), attempts.join("; "))]
     AllAttemptsFailed { attempts: Vec<String>, timeout: bool },
+}
+
+/// `key:abc` → `key abc`: how a scope reads in a message.
+fn describe(scope: &str) -> String {
+    scope.replacen(':', " ", 1)
+}
+
+impl From<crate::quota::Refusal> for ApiError {
+    fn from(r: crate::quota::Refusal) -> Self {
+        match r {
+            crate::quota::Refusal::Budget { scope } => Self::BudgetExceeded { scope: scope.to_string() },
+            crate::quota::Refusal::Rate { scope, kind, limit, remaining, reset } => Self::RateLimited {
+                scope: scope.to_string(),
+                tokens: kind == crate::quota::Kind::Tokens,
+                limit,
+                remaining,
+                reset,
+            },
+        }
+    }
+}
+
+/// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers; the reset reads
+/// like OpenAI's (`6s`, `1m0s`).
+pub fn rate_headers(
+    what: &str,
+    limit: u64,
+    remaining: u64,
+    reset: std::time::Duration,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let name = |k: &str| HeaderName::try_from(format!("x-ratelimit-{k}-{what}")).ok();
+    let secs = reset.as_secs_f64();
+    let reset_text = if secs >= 60.0 {
+        format!("{}m{}s", (secs / 60.0) as u64, (secs % 60.0) as u64)
+    } else {
+        format!("{secs:.0}s")
+    };
+    [("limit", limit.to_string()), ("remaining", remaining.to_string()), ("reset", reset_text)]
+        .into_iter()
+        .filter_map(|(k, v)| Some((name(k)?, HeaderValue::try_from(v).ok()?)))
+        .collect()
 }
 
 /// One row of the mapping table: what the client sees.
@@ -76,6 +121,15 @@ impl ApiError {
             Self::Upstream { .. } => (S::BAD_GATEWAY, "api_error", Some("upstream_error")),
             Self::UpstreamTimeout { .. } => (S::GATEWAY_TIMEOUT, "api_error", Some("upstream_timeout")),
             Self::NotSupported(_) => (S::BAD_REQUEST, "invalid_request_error", Some("not_supported")),
+            Self::BudgetExceeded { .. } => {
+                (S::TOO_MANY_REQUESTS, "insufficient_quota", Some("budget_exceeded"))
+            }
+            Self::RateLimited { tokens: false, .. } => {
+                (S::TOO_MANY_REQUESTS, "requests", Some("rate_limit_exceeded"))
+            }
+            Self::RateLimited { tokens: true, .. } => {
+                (S::TOO_MANY_REQUESTS, "tokens", Some("rate_limit_exceeded"))
+            }
             Self::AllAttemptsFailed { timeout: true, .. } => {
                 (S::GATEWAY_TIMEOUT, "api_error", Some("upstream_timeout"))
             }
@@ -110,6 +164,29 @@ impl ApiError {
             }
         };
         Bytes::from(body.to_string())
+    }
+
+    /// Headers the error carries: `Retry-After` and `x-ratelimit-*` for rate limits, and
+    /// `x-should-retry: false` for an exhausted budget (OpenAI's SDKs retry 429s otherwise).
+    #[must_use]
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        match self {
+            Self::RateLimited { tokens, limit, remaining, reset, .. } => {
+                let secs = reset.as_secs() + u64::from(reset.subsec_nanos() > 0);
+                let mut h = vec![(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)))];
+                h.extend(rate_headers(
+                    if *tokens { "tokens" } else { "requests" },
+                    *limit,
+                    *remaining,
+                    *reset,
+                ));
+                h
+            }
+            Self::BudgetExceeded { .. } => {
+                vec![(HeaderName::from_static("x-should-retry"), HeaderValue::from_static("false"))]
+            }
+            _ => Vec::new(),
+        }
     }
 
     #[must_use]

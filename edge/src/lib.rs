@@ -13,6 +13,7 @@ pub mod forward;
 pub mod metrics;
 pub mod provider;
 pub mod proxy;
+pub mod quota;
 pub mod record;
 pub mod relay;
 pub mod reload;
@@ -79,6 +80,19 @@ pub struct EdgeArgs {
     /// oldest are dropped (metric `llmgw_usage_reports_dropped_total`).
     #[arg(long, env = "LLMGW_USAGE_BUFFER_REPORTS", default_value_t = 50_000)]
     pub usage_buffer_reports: usize,
+    /// With no control plane reachable: `closed` spends only the quota grants this edge holds;
+    /// `open` serves past them (and reports the spend when the control plane is back).
+    #[arg(long, env = "LLMGW_BUDGET_FAIL_MODE", value_enum, default_value_t = FailMode::Closed)]
+    pub budget_fail_mode: FailMode,
+    /// How long a request that does not fit this edge's quota waits for a grant, in ms.
+    #[arg(long, env = "LLMGW_QUOTA_WAIT_MS", default_value_t = 1_000)]
+    pub quota_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailMode {
+    Closed,
+    Open,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,10 +136,15 @@ async fn start(args: &EdgeArgs, stop: &CancellationToken) -> Result<Started, Edg
     // A second install would fail, and the default provider is what the upstream client uses.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let handle = metrics::install()?;
-    let edge = Arc::new(Edge::new(ServerLimits {
-        max_body_bytes: args.max_body_bytes,
-        body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
-    }));
+    let quota =
+        quota::Quota::new(args.budget_fail_mode == FailMode::Open, Duration::from_millis(args.quota_wait_ms));
+    let edge = Arc::new(Edge::with_quota(
+        ServerLimits {
+            max_body_bytes: args.max_body_bytes,
+            body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
+        },
+        quota,
+    ));
     let clients = ClientCache::default();
     // Standalone: the file must load before anything is served. With a control plane: serve
     // (503 on /readyz) until the first snapshot arrives.

@@ -14,13 +14,15 @@ use crate::adapt::Parsed;
 use crate::auth::authenticate;
 use crate::balance::Estimate;
 use crate::body::RequestBody;
-use crate::config::{EdgeConfig, Endpoint};
+use crate::config::{EdgeConfig, Endpoint, KeyEntry, ModelRoute};
 use crate::error::{ApiError, ClientFormat};
 use crate::forward::{self, RouteMeta};
 use crate::provider::ClientHeaders;
+use crate::quota::{Ask, Kind};
 use crate::record::RequestRecord;
 use crate::relay::RespBody;
 use crate::state::Edge;
+use llmgw_shared::pricing::{Tokens, cost_micro_usd};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_PROVIDER: HeaderName = HeaderName::from_static("x-llmgw-provider");
@@ -66,7 +68,8 @@ async fn dispatch(edge: Arc<Edge>, req: Request<Incoming>, request_id: HeaderVal
             let format = endpoint.client_format();
             let mut record = Some(RequestRecord::new(edge.clone(), request_id, start, endpoint.path()));
             let mut meta = RouteMeta::default();
-            let result = proxy(&edge, req, endpoint, &mut record, &mut meta).await;
+            let mut rate_headers = Vec::new();
+            let result = proxy(&edge, req, endpoint, &mut record, &mut meta, &mut rate_headers).await;
             let mut resp = match result {
                 Ok(resp) => {
                     if let Some(r) = record.as_mut() {
@@ -90,6 +93,9 @@ async fn dispatch(edge: Arc<Edge>, req: Request<Incoming>, request_id: HeaderVal
             }
             if meta.attempts > 0 {
                 h.insert(X_ATTEMPTS.clone(), HeaderValue::from(meta.attempts));
+            }
+            for (k, v) in rate_headers {
+                h.entry(k).or_insert(v);
             }
             resp
         }
@@ -136,7 +142,61 @@ pub fn error_response(e: &ApiError) -> Resp {
 }
 
 fn error_in(e: &ApiError, format: ClientFormat) -> Resp {
-    json(e.status(), e.body(format))
+    let mut r = json(e.status(), e.body(format));
+    for (k, v) in e.headers() {
+        r.headers_mut().insert(k, v);
+    }
+    r
+}
+
+/// The output a request may produce when neither it nor its alias sets a cap: what its
+/// reservation assumes, so the overspend bound holds only as far as real answers stay under it.
+const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
+
+/// What a request must reserve: its worst-case cost in every budget on its path (key,
+/// project, team), one request and its worst-case tokens in every rate limit.
+fn quota_asks(cfg: &EdgeConfig, key: &KeyEntry, route: &ModelRoute, estimate: Estimate) -> Vec<Ask> {
+    let project = key.project.as_deref().and_then(|p| cfg.projects.get(p));
+    let team = key
+        .team
+        .as_deref()
+        .or_else(|| project.and_then(|p| p.team.as_deref()))
+        .and_then(|t| cfg.teams.get(t));
+    let scopes = [Some(&key.quota), project.map(|p| &p.quota), team.map(|t| &t.quota)];
+    if scopes.iter().flatten().all(|l| !l.any()) {
+        return Vec::new();
+    }
+    let tokens = Tokens { input: estimate.input_tokens, output: estimate.output_tokens, cached_input: 0 };
+    let usd = route.targets.iter().map(|t| cost_micro_usd(t.pricing.as_ref(), tokens)).max().unwrap_or(0);
+    let mut asks = Vec::with_capacity(3);
+    for l in scopes.into_iter().flatten() {
+        if l.budget {
+            asks.push(Ask { scope: l.scope.clone(), kind: Kind::Usd, amount: usd });
+        }
+        if l.rpm {
+            asks.push(Ask { scope: l.scope.clone(), kind: Kind::Requests, amount: 1 });
+        }
+        if l.tpm {
+            asks.push(Ask {
+                scope: l.scope.clone(),
+                kind: Kind::Tokens,
+                amount: tokens.input + tokens.output,
+            });
+        }
+    }
+    asks
+}
+
+/// OpenAI's `x-ratelimit-*` headers for the first rate limit on the request's path.
+fn rate_limit_headers(edge: &Edge, asks: &[Ask]) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    for (kind, name) in [(Kind::Requests, "requests"), (Kind::Tokens, "tokens")] {
+        let Some(a) = asks.iter().find(|a| a.kind == kind) else { continue };
+        if let Some((limit, remaining, reset)) = edge.quota.rate_status(&a.scope, kind) {
+            out.extend(crate::error::rate_headers(name, limit, remaining, reset));
+        }
+    }
+    out
 }
 
 fn list_models(edge: &Edge, headers: &http::HeaderMap) -> Result<Resp, ApiError> {
@@ -175,6 +235,7 @@ async fn proxy(
     endpoint: Endpoint,
     record: &mut Option<RequestRecord>,
     meta: &mut RouteMeta,
+    rate_headers: &mut Vec<(HeaderName, HeaderValue)>,
 ) -> Result<Resp, ApiError> {
     let cfg: Arc<EdgeConfig> = edge.config().ok_or(ApiError::NotReady)?;
     let key = authenticate(&cfg, req.headers())?;
@@ -190,11 +251,21 @@ async fn proxy(
     }
     let stream = body.stream && !matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens);
     rec.stream = stream;
-    // Worst case for least_cost: ~4 bytes a token in, the cap (or the alias's default) out.
+    // Worst case for least_cost and quota: ~4 bytes a token in, the cap (or the alias's
+    // default) out.
     let estimate = Estimate {
         input_tokens: bytes.len() as u64 / 4,
-        output_tokens: body.max_tokens.unwrap_or(u64::from(route.max_output_tokens)),
+        output_tokens: body.max_tokens.unwrap_or(match route.max_output_tokens {
+            0 => DEFAULT_MAX_OUTPUT_TOKENS,
+            n => u64::from(n),
+        }),
     };
+    let asks = quota_asks(&cfg, &key, route, estimate);
+    if !asks.is_empty() {
+        let reservation = edge.quota.reserve(&asks).await.map_err(ApiError::from)?;
+        rec.reservation = Some(reservation);
+        *rate_headers = rate_limit_headers(edge, &asks);
+    }
     let req = forward::Request {
         body: &body,
         raw: &bytes,

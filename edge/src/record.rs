@@ -35,6 +35,8 @@ pub struct RequestRecord {
     pub stream: bool,
     pub ttft: Option<Duration>,
     pub tokens: Tokens,
+    /// Quota reserved before forwarding, settled with the actual amounts when this finishes.
+    pub reservation: Option<crate::quota::Reservation>,
 }
 
 impl RequestRecord {
@@ -52,6 +54,7 @@ impl RequestRecord {
             stream: false,
             ttft: None,
             tokens: Tokens::default(),
+            reservation: None,
         }
     }
 
@@ -64,6 +67,9 @@ impl RequestRecord {
         m::in_flight().decrement(1.0);
         let elapsed = self.start.elapsed();
         let cost = self.routed.as_ref().map_or(0, |r| cost_micro_usd(r.pricing.as_ref(), self.tokens));
+        if let Some(r) = self.reservation.take() {
+            edge.quota.settle(r, cost, self.tokens.input + self.tokens.output);
+        }
         if let (Some(k), Some(r)) = (&self.key, &self.routed) {
             let key = UsageKey {
                 key_id: k.id.clone(),

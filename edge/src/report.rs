@@ -61,32 +61,38 @@ struct Outbox {
 }
 
 impl Outbox {
-    /// Drains the ledger into new reports, spooled (when configured) before they are returned.
+    /// Drains the ledger into new reports, the newest carrying the quota holdings; spooled
+    /// (when configured) before they are returned.
     fn cut(&mut self, edge: &Edge) -> Vec<UsageReport> {
-        let rows = edge.usage.drain();
-        if rows.is_empty() {
-            return Vec::new();
-        }
+        let mut rows = edge.usage.drain();
+        rows.sort_by(|a, b| a.0.key_id.cmp(&b.0.key_id));
         let hour = hour_now();
-        let mut by_key: Vec<(UsageKey, UsageCounts)> = rows;
-        by_key.sort_by(|a, b| a.0.key_id.cmp(&b.0.key_id));
-        let mut reports = Vec::new();
-        let mut current: Vec<UsageRow> = Vec::new();
+        let mut chunks: Vec<Vec<UsageRow>> = Vec::new();
         let mut keys = 0usize;
         let mut last_key: Option<Arc<str>> = None;
-        for (k, c) in by_key {
+        for (k, c) in rows {
             if last_key.as_ref() != Some(&k.key_id) {
-                if keys == MAX_KEYS_PER_REPORT {
-                    reports.push(self.number(std::mem::take(&mut current)));
-                    keys = 0;
+                if keys.is_multiple_of(MAX_KEYS_PER_REPORT) {
+                    chunks.push(Vec::new());
                 }
                 keys += 1;
                 last_key = Some(k.key_id.clone());
             }
-            current.push(row(&k, c, hour));
+            if let Some(chunk) = chunks.last_mut() {
+                chunk.push(row(&k, c, hour));
+            }
         }
-        if !current.is_empty() {
-            reports.push(self.number(current));
+        let last_seq = self.next_seq + chunks.len().max(1) as u64 - 1;
+        let holdings = edge.quota.holdings(last_seq);
+        if chunks.is_empty() {
+            if holdings.is_empty() {
+                return Vec::new();
+            }
+            chunks.push(Vec::new());
+        }
+        let mut reports: Vec<UsageReport> = chunks.into_iter().map(|c| self.number(c)).collect();
+        if let Some(last) = reports.last_mut() {
+            last.holdings = holdings;
         }
         if let Some(spool) = &mut self.spool {
             spool.append(&reports);
@@ -113,7 +119,13 @@ impl Outbox {
     fn number(&mut self, rows: Vec<UsageRow>) -> UsageReport {
         let seq = self.next_seq;
         self.next_seq += 1;
-        UsageReport { edge_id: self.edge_id.clone(), epoch: self.epoch.clone(), seq, rows }
+        UsageReport {
+            edge_id: self.edge_id.clone(),
+            epoch: self.epoch.clone(),
+            seq,
+            rows,
+            holdings: Vec::new(),
+        }
     }
 
     /// Acks come in the order the stream sent the reports: everything of that epoch up to seq
@@ -329,6 +341,15 @@ fn finish(outbox: &mut Outbox) {
     }
 }
 
+/// Marks the quota's control plane unreachable when the stream ends, however it ends.
+struct Disconnected<'a>(&'a crate::quota::Quota);
+
+impl Drop for Disconnected<'_> {
+    fn drop(&mut self) {
+        self.0.set_connected(false);
+    }
+}
+
 enum Done {
     /// Shutting down and everything was acked.
     Flushed,
@@ -371,6 +392,8 @@ async fn session(
     let outbound = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
     let mut acks = client.report_usage(outbound).await?.into_inner();
     tracing::debug!(control_plane = %url, resent = outbox.pending.len(), "usage stream open");
+    edge.quota.set_connected(true);
+    let _down = Disconnected(&edge.quota);
     let mut tick = tokio::time::interval(opts.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -384,8 +407,18 @@ async fn session(
                     let _ = tx.send(r);
                 }
             }
+            () = edge.quota.asked.notified(), if flush_by.is_none() => {
+                for r in outbox.cut(edge) {
+                    let _ = tx.send(r);
+                }
+            }
             ack = acks.message() => match ack? {
-                Some(a) => outbox.acked(&a),
+                Some(a) => {
+                    if a.epoch == outbox.epoch {
+                        edge.quota.apply(&a.grants, a.seq);
+                    }
+                    outbox.acked(&a);
+                }
                 None => return Ok(Done::Lost),
             },
             () = drained.cancelled(), if flush_by.is_none() => {

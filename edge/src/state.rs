@@ -7,6 +7,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 
 use crate::config::EdgeConfig;
+use crate::quota::Quota;
 use crate::usage::UsageLedger;
 
 /// Limits on what a client may send.
@@ -19,13 +20,19 @@ pub struct ServerLimits {
 pub struct Edge {
     config: ArcSwapOption<EdgeConfig>,
     pub usage: UsageLedger,
+    pub quota: Quota,
     pub limits: ServerLimits,
 }
 
 impl Edge {
     #[must_use]
     pub fn new(limits: ServerLimits) -> Self {
-        Self { config: ArcSwapOption::empty(), usage: UsageLedger::default(), limits }
+        Self::with_quota(limits, Quota::new(false, Duration::from_secs(1)))
+    }
+
+    #[must_use]
+    pub fn with_quota(limits: ServerLimits, quota: Quota) -> Self {
+        Self { config: ArcSwapOption::empty(), usage: UsageLedger::default(), quota, limits }
     }
 
     /// The config for one request: taken once, used for the whole request.

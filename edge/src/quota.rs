@@ -1,0 +1,431 @@
+//! Cluster-wide budgets and rate limits, spent locally.
+//!
+//! The control plane hands this edge an allowance in each quota pool (a scope's budget for the
+//! current period, or its rate limit's requests or tokens for the current window). Before
+//! forwarding, a request reserves its worst case in every pool on its path; after the answer it
+//! settles the actual amount. A request that does not fit asks for more (an out-of-cycle report)
+//! and waits a bounded time for the grant; a pool the control plane declared exhausted refuses at
+//! once. Nothing here touches the network: the reporter carries holdings out and grants in.
+//!
+//! The bound this gives: the edges of the cluster together use at most what was granted, and the
+//! control plane never grants more than a pool's limit, so a pool is exceeded only by the amount
+//! by which settled amounts exceed their reservations.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use llmgw_shared::proto::{QuotaGrant, QuotaHolding, QuotaKind};
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// micro-USD of a budget.
+    Usd,
+    Requests,
+    Tokens,
+}
+
+impl Kind {
+    fn proto(self) -> QuotaKind {
+        match self {
+            Self::Usd => QuotaKind::Usd,
+            Self::Requests => QuotaKind::Requests,
+            Self::Tokens => QuotaKind::Tokens,
+        }
+    }
+
+    fn from_proto(k: i32) -> Option<Self> {
+        match QuotaKind::try_from(k).ok()? {
+            QuotaKind::Usd => Some(Self::Usd),
+            QuotaKind::Requests => Some(Self::Requests),
+            QuotaKind::Tokens => Some(Self::Tokens),
+            QuotaKind::Unspecified => None,
+        }
+    }
+}
+
+/// One amount a request needs from one pool.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    /// `key:{id}`, `project:{name}` or `team:{name}`.
+    pub scope: Arc<str>,
+    pub kind: Kind,
+    pub amount: u64,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    Budget { scope: Arc<str> },
+    Rate { scope: Arc<str>, kind: Kind, limit: u64, remaining: u64, reset: Duration },
+}
+
+#[derive(Default)]
+struct Pool {
+    /// The period the control plane named; empty until its first grant.
+    period: String,
+    period_end_ms: i64,
+    allowance: u64,
+    used: u64,
+    want: u64,
+    exhausted: bool,
+    limit: u64,
+    remaining: u64,
+    /// Reports numbered below this carried a higher allowance than we now hold (we released):
+    /// grants on their acks predate the release and must not raise the allowance again.
+    released_at_seq: u64,
+    last_use: Option<Instant>,
+    /// Changed since the last report.
+    dirty: bool,
+}
+
+/// What a request reserved; settled (or dropped with the request) exactly once.
+#[derive(Debug, Default)]
+pub struct Reservation {
+    items: Vec<(Arc<str>, Kind, String, u64)>,
+}
+
+impl Reservation {
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+pub struct Quota {
+    pools: Mutex<HashMap<(Arc<str>, Kind), Pool>>,
+    /// Grants arrived: waiting requests look again.
+    granted: Notify,
+    /// A request is waiting for more: the reporter sends a report now.
+    pub asked: Notify,
+    /// The reporter has a live stream to a control plane.
+    connected: AtomicBool,
+    /// Spend past the allowance while no control plane is reachable (`budget_fail_mode: open`).
+    fail_open: bool,
+    wait: Duration,
+    idle: Duration,
+}
+
+impl Quota {
+    #[must_use]
+    pub fn new(fail_open: bool, wait: Duration) -> Self {
+        Self {
+            pools: Mutex::default(),
+            granted: Notify::new(),
+            asked: Notify::new(),
+            connected: AtomicBool::new(false),
+            fail_open,
+            wait,
+            idle: Duration::from_secs(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<(Arc<str>, Kind), Pool>> {
+        self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::Relaxed);
+        if !up {
+            // Requests waiting for a grant that cannot come now decide (fail mode) at once.
+            self.granted.notify_waiters();
+        }
+    }
+
+    /// Reserves every ask, waiting up to the configured time for grants where one does not fit.
+    ///
+    /// # Errors
+    /// The first pool that cannot give what the request needs.
+    pub async fn reserve(&self, asks: &[Ask]) -> Result<Reservation, Refusal> {
+        if asks.is_empty() {
+            return Ok(Reservation::default());
+        }
+        let deadline = Instant::now() + self.wait;
+        loop {
+            let notified = self.granted.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let short = match self.try_reserve(asks) {
+                Ok(r) => return Ok(r),
+                Err(short) => short,
+            };
+            if let Some(refusal) = short.refusal {
+                return Err(refusal);
+            }
+            if !self.connected.load(Ordering::Relaxed) && self.fail_open {
+                return Ok(self.force_reserve(asks));
+            }
+            self.asked.notify_one();
+            if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+                return Err(self.refusal(&short.ask));
+            }
+        }
+    }
+
+    fn try_reserve(&self, asks: &[Ask]) -> Result<Reservation, Short> {
+        let now = Instant::now();
+        let mut pools = self.lock();
+        for a in asks {
+            let pool = pools.entry((a.scope.clone(), a.kind)).or_default();
+            if pool.used.saturating_add(a.amount) > pool.allowance {
+                let want = pool.used.saturating_add(a.amount) - pool.allowance;
+                if pool.exhausted && !pool.period.is_empty() {
+                    let refusal = Some(refusal_of(a, pool));
+                    return Err(Short { ask: a.clone(), refusal });
+                }
+                if want > pool.want {
+                    pool.want = want;
+                    pool.dirty = true;
+                }
+                return Err(Short { ask: a.clone(), refusal: None });
+            }
+        }
+        let mut r = Reservation { items: Vec::with_capacity(asks.len()) };
+        for a in asks {
+            if let Some(pool) = pools.get_mut(&(a.scope.clone(), a.kind)) {
+                pool.used += a.amount;
+                pool.last_use = Some(now);
+                pool.dirty = true;
+                r.items.push((a.scope.clone(), a.kind, pool.period.clone(), a.amount));
+            }
+        }
+        Ok(r)
+    }
+
+    fn force_reserve(&self, asks: &[Ask]) -> Reservation {
+        let mut pools = self.lock();
+        let mut r = Reservation { items: Vec::with_capacity(asks.len()) };
+        for a in asks {
+            let pool = pools.entry((a.scope.clone(), a.kind)).or_default();
+            pool.used += a.amount;
+            pool.dirty = true;
+            r.items.push((a.scope.clone(), a.kind, pool.period.clone(), a.amount));
+        }
+        r
+    }
+
+    fn refusal(&self, a: &Ask) -> Refusal {
+        let pools = self.lock();
+        match pools.get(&(a.scope.clone(), a.kind)) {
+            Some(pool) => refusal_of(a, pool),
+            None => refusal_of(a, &Pool::default()),
+        }
+    }
+
+    /// The actual amounts: micro-USD spent and tokens used; a request always counts as one.
+    pub fn settle(&self, r: Reservation, usd: u64, tokens: u64) {
+        if r.items.is_empty() {
+            return;
+        }
+        let mut pools = self.lock();
+        for (scope, kind, period, reserved) in r.items {
+            let Some(pool) = pools.get_mut(&(scope, kind)) else { continue };
+            // Reserved in a period that has ended: its pool was reset, nothing to give back.
+            if pool.period != period {
+                continue;
+            }
+            let actual = match kind {
+                Kind::Usd => usd,
+                Kind::Tokens => tokens,
+                Kind::Requests => reserved,
+            };
+            pool.used = pool.used.saturating_sub(reserved).saturating_add(actual);
+            pool.dirty = true;
+        }
+    }
+
+    /// Applies the grants that came with the ack of report `seq`.
+    pub fn apply(&self, grants: &[QuotaGrant], seq: u64) {
+        if grants.is_empty() {
+            return;
+        }
+        let mut pools = self.lock();
+        for g in grants {
+            let Some(kind) = Kind::from_proto(g.kind) else { continue };
+            let pool = pools.entry((Arc::from(g.scope.as_str()), kind)).or_default();
+            if g.period != pool.period {
+                if g.period_end_unix_ms < pool.period_end_ms {
+                    continue;
+                }
+                // A new period: what was used belongs to the old one.
+                *pool = Pool { period: g.period.clone(), last_use: pool.last_use, ..Pool::default() };
+                pool.allowance = g.allowance;
+            } else if seq >= pool.released_at_seq {
+                pool.allowance = pool.allowance.max(g.allowance);
+            }
+            pool.period_end_ms = g.period_end_unix_ms;
+            pool.exhausted = g.exhausted;
+            pool.limit = g.limit;
+            pool.remaining = g.remaining;
+            if pool.used.saturating_add(pool.want) <= pool.allowance || g.exhausted {
+                pool.want = 0;
+            }
+            if g.release {
+                release(pool);
+            }
+            pool.dirty = true;
+        }
+        drop(pools);
+        self.granted.notify_waiters();
+    }
+
+    /// The holdings for the report about to be numbered `seq`: pools that changed, with idle
+    /// allowances handed back.
+    pub fn holdings(&self, seq: u64) -> Vec<QuotaHolding> {
+        let now = Instant::now();
+        let mut pools = self.lock();
+        let mut out = Vec::new();
+        for ((scope, kind), pool) in pools.iter_mut() {
+            let idle = pool.last_use.is_none_or(|t| now.duration_since(t) >= self.idle);
+            if idle && pool.want == 0 && pool.allowance > pool.used {
+                release(pool);
+            }
+            if pool.released_at_seq == u64::MAX {
+                pool.released_at_seq = seq;
+            }
+            if !pool.dirty && pool.want == 0 {
+                continue;
+            }
+            pool.dirty = false;
+            out.push(QuotaHolding {
+                scope: scope.to_string(),
+                kind: kind.proto().into(),
+                period: pool.period.clone(),
+                allowance: pool.allowance,
+                used: pool.used,
+                want: pool.want,
+            });
+        }
+        out
+    }
+
+    /// `x-ratelimit-*` figures for a scope's rate pool: (limit, remaining, reset).
+    #[must_use]
+    pub fn rate_status(&self, scope: &Arc<str>, kind: Kind) -> Option<(u64, u64, Duration)> {
+        let pools = self.lock();
+        let pool = pools.get(&(scope.clone(), kind))?;
+        if pool.limit == 0 {
+            return None;
+        }
+        let left = pool.allowance.saturating_sub(pool.used) + pool.remaining;
+        Some((pool.limit, left.min(pool.limit), reset_in(pool.period_end_ms)))
+    }
+}
+
+/// Hands back what the pool holds beyond what it uses; the next report carries the lower
+/// allowance, and grants computed before the control plane saw it are ignored.
+fn release(pool: &mut Pool) {
+    if pool.allowance > pool.used {
+        pool.allowance = pool.used;
+        pool.released_at_seq = u64::MAX;
+        pool.dirty = true;
+    }
+}
+
+struct Short {
+    ask: Ask,
+    refusal: Option<Refusal>,
+}
+
+fn refusal_of(a: &Ask, pool: &Pool) -> Refusal {
+    match a.kind {
+        Kind::Usd => Refusal::Budget { scope: a.scope.clone() },
+        kind => Refusal::Rate {
+            scope: a.scope.clone(),
+            kind,
+            limit: pool.limit,
+            remaining: pool.allowance.saturating_sub(pool.used),
+            reset: reset_in(pool.period_end_ms),
+        },
+    }
+}
+
+fn reset_in(end_ms: i64) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Duration::from_millis(end_ms.saturating_sub(now).max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(scope: &str, period: &str, allowance: u64, exhausted: bool) -> QuotaGrant {
+        QuotaGrant {
+            scope: scope.into(),
+            period: period.into(),
+            kind: QuotaKind::Usd.into(),
+            allowance,
+            exhausted,
+            period_end_unix_ms: if period == "d2" { 2_000 } else { 1_000 },
+            limit: 100,
+            remaining: 0,
+            release: false,
+        }
+    }
+
+    fn ask(amount: u64) -> Vec<Ask> {
+        vec![Ask { scope: "key:k".into(), kind: Kind::Usd, amount }]
+    }
+
+    #[tokio::test]
+    async fn spends_its_grant_then_waits_then_refuses_when_exhausted() {
+        let q = Quota::new(false, Duration::from_millis(50));
+        q.set_connected(true);
+        q.apply(&[grant("key:k", "d1", 10, false)], 1);
+        let r = q.reserve(&ask(6)).await.unwrap();
+        // 6 reserved of 10: 5 more does not fit; no grant comes, so it is refused after the wait.
+        assert!(matches!(q.reserve(&ask(5)).await, Err(Refusal::Budget { .. })));
+        let h = q.holdings(2);
+        assert_eq!((h[0].allowance, h[0].used, h[0].want), (10, 6, 1));
+        // The answer cost 2: 8 left.
+        q.settle(r, 2, 0);
+        q.reserve(&ask(5)).await.unwrap();
+        q.apply(&[grant("key:k", "d1", 10, true)], 2);
+        assert!(matches!(q.reserve(&ask(5)).await, Err(Refusal::Budget { .. })), "exhausted refuses at once");
+        // A new period starts from nothing used.
+        q.apply(&[grant("key:k", "d2", 10, false)], 3);
+        q.reserve(&ask(10)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_proceeds_when_the_grant_arrives() {
+        let q = Arc::new(Quota::new(false, Duration::from_secs(5)));
+        q.set_connected(true);
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { q.reserve(&ask(3)).await.is_ok() }
+        });
+        q.asked.notified().await;
+        q.apply(&[grant("key:k", "d1", 3, false)], 1);
+        assert!(waiter.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_release_is_not_undone_by_a_grant_older_than_it() {
+        let q = Quota::new(false, Duration::from_millis(10));
+        q.set_connected(true);
+        q.apply(&[grant("key:k", "d1", 10, false)], 1);
+        let mut g = grant("key:k", "d1", 10, false);
+        g.release = true;
+        q.apply(&[g], 2);
+        // Report 3 carries the release (allowance 0).
+        assert_eq!(q.holdings(3)[0].allowance, 0);
+        // The ack of report 2 was computed before the control plane saw it.
+        q.apply(&[grant("key:k", "d1", 10, false)], 2);
+        assert!(q.reserve(&ask(1)).await.is_err());
+        q.apply(&[grant("key:k", "d1", 4, false)], 3);
+        q.reserve(&ask(4)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn fail_open_serves_past_the_grant_only_while_disconnected() {
+        let q = Quota::new(true, Duration::from_millis(10));
+        q.reserve(&ask(5)).await.unwrap();
+        q.set_connected(true);
+        assert!(q.reserve(&ask(5)).await.is_err());
+    }
+}
