@@ -315,7 +315,9 @@ impl AdminService {
     /// from the hour containing it. Keys show by name; a deleted key by its id.
     async fn usage(&self, req: &UsageRequest) -> Result<UsageResponse, Status> {
         self.broadcaster.loaded(VIEW_PATIENCE).await?;
-        self.ledger.sync(VIEW_PATIENCE).await?;
+        let revision = self.ledger.sync(VIEW_PATIENCE).await?;
+        // Key names too, as of the same revision (a key created on another replica just now).
+        self.broadcaster.wait_for(revision, VIEW_PATIENCE).await;
         let view = self.broadcaster.view();
         let given = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let key_id = given(&req.key).map(|k| view.key(&k).map_or(k.clone(), |(key, _)| key.id.clone()));

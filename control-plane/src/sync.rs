@@ -177,7 +177,7 @@ impl Sync for SyncService {
                             match ledger.submit(report).await {
                                 Ok(outcome) => waiting.push_back(async move {
                                     match outcome.await {
-                                        Ok(Ok(_)) => Ok(UsageAck { epoch, seq, grants: vec![] }),
+                                        Ok(Ok(_)) => Ok(UsageAck { epoch, seq, ..Default::default() }),
                                         Ok(Err(e)) => Err(Status::from(e)),
                                         Err(_) => Err(Status::unavailable("the usage ledger stopped")),
                                     }

@@ -9,7 +9,7 @@
 //! else (two replicas started with one id) fails the transaction instead of being overwritten;
 //! the caller then forgets those keys, reads them again and plans anew.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use llmgw_shared::proto::UsageSeqMarker;
 use prost::Message;
@@ -122,6 +122,10 @@ impl Plan {
 pub(crate) struct Batcher {
     limits: Limits,
     groups: HashMap<MarkerId, VecDeque<Pending>>,
+    /// Each group's first report, by arrival: the order groups are served in.
+    fronts: BTreeMap<u64, (MarkerId, Instant)>,
+    /// Groups whose first reports may be duplicates: new reports, or a marker newly known.
+    unchecked: HashSet<MarkerId>,
     shards: HashMap<Vec<u8>, Cached<Rows>>,
     markers: HashMap<MarkerId, Cached<Marker>>,
     next_order: u64,
@@ -142,6 +146,8 @@ impl Batcher {
         Self {
             limits,
             groups: HashMap::new(),
+            fronts: BTreeMap::new(),
+            unchecked: HashSet::new(),
             shards: HashMap::new(),
             markers: HashMap::new(),
             next_order: 0,
@@ -154,9 +160,13 @@ impl Batcher {
         p.order = self.next_order;
         self.next_order += 1;
         self.pending += 1;
-        let group = self.groups.entry(marker).or_default();
+        let group = self.groups.entry(marker.clone()).or_default();
         self.ops_estimate += p.shard_keys().len() + usize::from(group.is_empty());
+        if group.is_empty() {
+            self.fronts.insert(p.order, (marker.clone(), p.received));
+        }
         group.push_back(p);
+        self.unchecked.insert(marker);
     }
 
     pub(crate) fn pending(&self) -> usize {
@@ -165,7 +175,7 @@ impl Batcher {
 
     /// When the longest-waiting report arrived.
     pub(crate) fn oldest(&self) -> Option<Instant> {
-        self.groups.values().filter_map(|g| g.front()).map(|p| p.received).min()
+        self.fronts.first_key_value().map(|(_, (_, received))| *received)
     }
 
     /// Enough is waiting to fill a transaction.
@@ -176,6 +186,10 @@ impl Batcher {
     fn pop(&mut self, marker: &MarkerId) -> Option<Pending> {
         let group = self.groups.get_mut(marker)?;
         let p = group.pop_front()?;
+        self.fronts.remove(&p.order);
+        if let Some(next) = group.front() {
+            self.fronts.insert(next.order, (marker.clone(), next.received));
+        }
         self.pending -= 1;
         self.ops_estimate = self.ops_estimate.saturating_sub(p.shard_keys().len());
         if group.is_empty() {
@@ -189,11 +203,12 @@ impl Batcher {
     /// reports. Returns how many.
     pub(crate) fn answer_duplicates(&mut self) -> usize {
         let mut dups = Vec::new();
-        for (id, group) in &self.groups {
-            let Some(Cached { value: Some(m), .. }) = self.markers.get(id) else { continue };
+        for id in std::mem::take(&mut self.unchecked) {
+            let Some(Cached { value: Some(m), .. }) = self.markers.get(&id) else { continue };
+            let Some(group) = self.groups.get(&id) else { continue };
             let n = group.iter().take_while(|p| p.seq <= m.seq).count();
             if n > 0 {
-                dups.push((id.clone(), n));
+                dups.push((id, n));
             }
         }
         let mut total = 0;
@@ -212,9 +227,9 @@ impl Batcher {
     /// their streams end with an error, and the edges send them again.
     pub(crate) fn expire(&mut self, now: Instant, max_wait: std::time::Duration) -> usize {
         let old: Vec<MarkerId> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| g.front().is_some_and(|p| now.duration_since(p.received) > max_wait))
+            .fronts
+            .values()
+            .take_while(|(_, received)| now.saturating_duration_since(*received) > max_wait)
             .map(|(id, _)| id.clone())
             .collect();
         let mut n = 0;
@@ -238,16 +253,15 @@ impl Batcher {
                 let _ = p.reply.send(Err(e.clone()));
             }
         }
+        self.fronts.clear();
+        self.unchecked.clear();
         self.pending = 0;
         self.ops_estimate = 0;
     }
 
     /// Groups in the order their oldest report arrived.
-    fn ordered(&self) -> Vec<&MarkerId> {
-        let mut ids: Vec<(&MarkerId, u64)> =
-            self.groups.iter().filter_map(|(id, g)| g.front().map(|p| (id, p.order))).collect();
-        ids.sort_unstable_by_key(|(_, order)| *order);
-        ids.into_iter().map(|(id, _)| id).collect()
+    fn ordered(&self) -> impl Iterator<Item = &MarkerId> {
+        self.fronts.values().map(|(id, _)| id)
     }
 
     /// Keys the next transaction needs that were never read (or were forgotten): at most one
@@ -294,6 +308,7 @@ impl Batcher {
                         None
                     }
                 });
+                self.unchecked.insert(id.clone());
                 self.markers.insert(id, Cached { value, mod_revision, used: now });
             } else {
                 let value = kv.and_then(|kv| match decode_rows(&kv.value) {
@@ -432,6 +447,7 @@ impl Batcher {
             self.shards.insert(key, Cached { value: Some(rows), mod_revision: revision, used: now });
         }
         for (id, m) in plan.markers {
+            self.unchecked.insert(id.clone());
             self.markers.insert(id, Cached { value: Some(m), mod_revision: revision, used: now });
         }
         let (mut counted, mut dups) = (0, 0);

@@ -97,6 +97,8 @@ pub struct LedgerOptions {
     pub max_txn_rate: f64,
     /// A report not committed within this long is failed, and the edge resends it.
     pub max_wait: Duration,
+    /// How often hours past the retention are looked for (a minute; tests make it shorter).
+    pub sweep_every: Duration,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -109,6 +111,7 @@ impl LedgerOptions {
             flush_interval: Duration::from_millis(50),
             max_txn_rate: 25.0,
             max_wait: Duration::from_secs(30),
+            sweep_every: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
         }
     }
@@ -122,6 +125,7 @@ impl std::fmt::Debug for LedgerOptions {
             .field("flush_interval", &self.flush_interval)
             .field("max_txn_rate", &self.max_txn_rate)
             .field("max_wait", &self.max_wait)
+            .field("sweep_every", &self.sweep_every)
             .finish_non_exhaustive()
     }
 }
@@ -253,17 +257,17 @@ impl Ledger {
     }
 
     /// Waits until the in-memory usage reflects everything committed before this call, so a
-    /// query right after an ack sees the acked report.
+    /// query right after an ack sees the acked report; returns the store revision it reached.
     ///
     /// # Errors
     /// `Unavailable` when the store cannot be read or the view does not catch up in `patience`.
-    pub async fn sync(&self, patience: Duration) -> Result<(), LedgerError> {
+    pub async fn sync(&self, patience: Duration) -> Result<i64, LedgerError> {
         let revision = tokio::time::timeout(patience, self.store.revision())
             .await
             .map_err(|_| LedgerError::Unavailable("the store did not answer".into()))?
             .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
         if self.wait_for(revision, patience).await {
-            Ok(())
+            Ok(revision)
         } else {
             Err(LedgerError::Unavailable(format!(
                 "usage has not caught up with the store (at {}, store at {revision})",
@@ -355,4 +359,207 @@ fn validate(r: &UsageReport) -> Result<(), LedgerError> {
         check_id("key_id", &row.key_id)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use llmgw_shared::proto::UsageRow;
+
+    use super::period::{DAY, HOUR};
+    use super::*;
+    use crate::store::embedded::EmbeddedStore;
+
+    const PATIENCE: Duration = Duration::from_secs(15);
+
+    struct Running {
+        ledger: Arc<Ledger>,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Running {
+        async fn stop(self) {
+            self.stop.cancel();
+            self.task.await.unwrap();
+        }
+    }
+
+    fn start(store: Arc<dyn Store>, cp_id: &str, clock: Arc<ManualClock>) -> Running {
+        let stop = CancellationToken::new();
+        let opts =
+            LedgerOptions { clock, sweep_every: Duration::from_millis(20), ..LedgerOptions::new(cp_id) };
+        let ledger = Ledger::new(store, opts, stop.clone());
+        let task = tokio::spawn(ledger.clone().run());
+        Running { ledger, stop, task }
+    }
+
+    fn row(key_id: &str, project: &str, requests: u64, cost: u64, hour_unix: i64) -> UsageRow {
+        UsageRow {
+            key_id: key_id.into(),
+            project: project.into(),
+            team: "t".into(),
+            model: "chat".into(),
+            provider: "openai".into(),
+            upstream_model: "gpt-4o-mini".into(),
+            requests,
+            input_tokens: 10 * requests,
+            output_tokens: 2 * requests,
+            cached_input_tokens: 0,
+            cost_micro_usd: cost,
+            errors: 0,
+            hour_unix,
+        }
+    }
+
+    async fn report(l: &Ledger, seq: u64, rows: Vec<UsageRow>) -> Outcome {
+        let r = UsageReport { edge_id: "edge".into(), epoch: "e1".into(), seq, rows, ..Default::default() };
+        let outcome = l.submit(r).await.unwrap().await.unwrap().unwrap();
+        l.sync(PATIENCE).await.unwrap();
+        outcome
+    }
+
+    fn cost(l: &Ledger, scope: &str, period: Period) -> u64 {
+        l.spend(&scope.parse().unwrap(), period).cost_micro_usd
+    }
+
+    #[tokio::test]
+    async fn spend_follows_the_clock_across_hours_days_weeks_and_months() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        // 2026-09-30T23:30Z, a Wednesday: the last half hour of the month.
+        let clock = ManualClock::at_unix(1_790_811_000);
+        let cp = start(store, "cp", clock.clone());
+        let l = &cp.ledger;
+
+        // hour_unix 0: the control plane's current hour.
+        assert_eq!(report(l, 1, vec![row("k1", "p", 1, 100, 0)]).await, Outcome::Counted);
+        for p in [Period::Daily, Period::Weekly, Period::Monthly, Period::Total] {
+            assert_eq!(cost(l, "key:k1", p), 100, "{p:?}");
+        }
+        assert_eq!(cost(l, "project:p", Period::Daily), 100);
+        assert_eq!(cost(l, "team:t", Period::Daily), 100);
+
+        // 00:10 on Thursday, October 1st: a new day and month, the same ISO week.
+        clock.advance_secs(40 * 60);
+        assert_eq!(cost(l, "key:k1", Period::Daily), 0);
+        assert_eq!(cost(l, "key:k1", Period::Monthly), 0);
+        assert_eq!(cost(l, "key:k1", Period::Weekly), 100);
+        assert_eq!(report(l, 2, vec![row("k1", "p", 1, 20, 0)]).await, Outcome::Counted);
+        // A row the edge stamped with the previous hour lands there, in September.
+        assert_eq!(report(l, 3, vec![row("k1", "p", 1, 3, clock.now_unix() - HOUR)]).await, Outcome::Counted);
+        assert_eq!(cost(l, "key:k1", Period::Daily), 20);
+        assert_eq!(cost(l, "key:k1", Period::Monthly), 20);
+        assert_eq!(cost(l, "key:k1", Period::Weekly), 123);
+        assert_eq!(cost(l, "key:k1", Period::Total), 123);
+        assert_eq!(
+            l.spend_at(&Scope::Key("k1".into()), Period::Monthly, clock.now_unix() - DAY).cost_micro_usd,
+            103
+        );
+
+        // Monday, October 5th: a new week.
+        clock.advance_secs(4 * DAY);
+        assert_eq!(cost(l, "key:k1", Period::Weekly), 0);
+        assert_eq!(cost(l, "key:k1", Period::Monthly), 20);
+        assert_eq!(cost(l, "team:t", Period::Total), 123);
+        assert_eq!(Period::Weekly.id(clock.now_unix()), "2026-W41");
+
+        // A resend is acked and not counted.
+        assert_eq!(report(l, 2, vec![row("k1", "p", 1, 20, 0)]).await, Outcome::Duplicate);
+        assert_eq!(cost(l, "key:k1", Period::Total), 123);
+        cp.stop().await;
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_this_replicas_old_hours_and_keeps_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        let t0 = 1_790_811_000;
+        let (clock_a, clock_b) = (ManualClock::at_unix(t0), ManualClock::at_unix(t0));
+        let a = start(store.clone(), "a", clock_a.clone());
+        let b = start(store.clone(), "b", clock_b.clone());
+        report(&a.ledger, 1, vec![row("k", "p", 1, 10, 0)]).await;
+        let r = UsageReport {
+            edge_id: "other".into(),
+            epoch: "e".into(),
+            seq: 1,
+            rows: vec![row("k", "p", 1, 5, 0)],
+            ..Default::default()
+        };
+        assert_eq!(b.ledger.submit(r).await.unwrap().await.unwrap().unwrap(), Outcome::Counted);
+        a.ledger.sync(PATIENCE).await.unwrap();
+        let hours = |l: &Ledger| {
+            let f = UsageFilter { since: Some(t0 - DAY), ..UsageFilter::default() };
+            l.rows(&f).values().map(|c| c.cost_micro_usd).sum::<u64>()
+        };
+        assert_eq!(hours(&a.ledger), 15);
+
+        // 36 days on, by a's clock only: a deletes its hour; b's stays; the totals stay.
+        clock_a.advance_secs(36 * DAY);
+        let mut revisions = a.ledger.revision.subscribe();
+        let gone = revisions.wait_for(|_| hours(&a.ledger) == 5);
+        tokio::time::timeout(PATIENCE, gone).await.unwrap().unwrap();
+        let key =
+            |cp: &str, period| shard::ShardId { key_id: "k".into(), period, cp_id: cp.into() }.store_key();
+        let hour = shard::ShardPeriod::Hour(period::floor_hour(t0));
+        assert!(store.get(&key("a", hour)).await.unwrap().is_none());
+        assert!(store.get(&key("b", hour)).await.unwrap().is_some());
+        assert_eq!(a.ledger.spend(&Scope::Key("k".into()), Period::Total).cost_micro_usd, 15);
+
+        // A late row for a deleted hour counts in the total only.
+        report(&a.ledger, 2, vec![row("k", "p", 1, 1, t0)]).await;
+        assert!(store.get(&key("a", hour)).await.unwrap().is_none());
+        assert_eq!(a.ledger.spend(&Scope::Key("k".into()), Period::Total).cost_micro_usd, 16);
+        a.stop().await;
+        b.stop().await;
+    }
+
+    #[tokio::test]
+    async fn malformed_reports_are_refused_before_queueing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        let cp = start(store, "cp", ManualClock::at_unix(1_790_811_000));
+        let bad = [
+            UsageReport {
+                edge_id: String::new(),
+                epoch: "e".into(),
+                seq: 1,
+                rows: vec![],
+                ..Default::default()
+            },
+            UsageReport {
+                edge_id: "a/b".into(),
+                epoch: "e".into(),
+                seq: 1,
+                rows: vec![],
+                ..Default::default()
+            },
+            UsageReport {
+                edge_id: "a".into(),
+                epoch: "e".into(),
+                seq: 0,
+                rows: vec![],
+                ..Default::default()
+            },
+            UsageReport {
+                edge_id: "a".into(),
+                epoch: "e".into(),
+                seq: 1,
+                rows: vec![row("", "p", 1, 1, 0)],
+                ..Default::default()
+            },
+        ];
+        for r in bad {
+            assert!(matches!(cp.ledger.submit(r).await, Err(LedgerError::Invalid(_))));
+        }
+        // An empty report needs no marker: acked at once.
+        let empty = UsageReport {
+            edge_id: "a".into(),
+            epoch: "e".into(),
+            seq: 7,
+            rows: vec![],
+            ..Default::default()
+        };
+        assert_eq!(cp.ledger.submit(empty).await.unwrap().await.unwrap().unwrap(), Outcome::Counted);
+        cp.stop().await;
+    }
 }

@@ -17,8 +17,6 @@ use crate::layout;
 use crate::metrics as m;
 use crate::store::{Compare, CompareOp, CompareTarget, Op, StoreError, Txn};
 
-/// Retention runs at most this often.
-const RETENTION_EVERY: Duration = Duration::from_secs(60);
 /// Old markers are looked for this often (any replica may; deletes compare revisions).
 const MARKERS_EVERY: Duration = Duration::from_secs(3600);
 /// A marker is deleted once a newer epoch of its edge has been counting this long: the process
@@ -129,8 +127,8 @@ pub(super) async fn run(ledger: Arc<Ledger>, mut rx: mpsc::Receiver<Submission>)
     let mut bucket = Bucket::new(opts.max_txn_rate, start);
     let mut backoff = Duration::from_millis(100);
     let mut retry_at: Option<Instant> = None;
-    let mut next_retention = start + RETENTION_EVERY;
-    let mut next_markers = start + RETENTION_EVERY * 5;
+    let mut next_retention = start + opts.sweep_every;
+    let mut next_markers = start + opts.sweep_every * 5;
     loop {
         let now = Instant::now();
         let mut wake = next_retention.min(next_markers);
@@ -181,7 +179,7 @@ pub(super) async fn run(ledger: Arc<Ledger>, mut rx: mpsc::Receiver<Submission>)
             }
         }
         if now >= next_retention {
-            next_retention = now + RETENTION_EVERY;
+            next_retention = now + opts.sweep_every;
             b.evict(now.checked_sub(EVICT_AFTER).unwrap_or(start));
             tokio::select! {
                 () = ledger.stop.cancelled() => break,
