@@ -513,6 +513,89 @@ mod tests {
         b.stop().await;
     }
 
+    /// Counts write transactions, to see what batching does to the store's load.
+    struct Counting(Arc<dyn Store>, std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Store for Counting {
+        async fn get(&self, key: &[u8]) -> Result<Option<crate::store::KeyValue>, StoreError> {
+            self.0.get(key).await
+        }
+        async fn range(&self, prefix: &[u8]) -> Result<crate::store::RangeResult, StoreError> {
+            self.0.range(prefix).await
+        }
+        async fn txn(&self, txn: crate::store::Txn) -> Result<crate::store::TxnResult, StoreError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.txn(txn).await
+        }
+        async fn watch(&self, prefix: &[u8], from: i64) -> Result<crate::store::WatchStream, StoreError> {
+            self.0.watch(prefix, from).await
+        }
+        async fn revision(&self) -> Result<i64, StoreError> {
+            self.0.revision().await
+        }
+        async fn grant_lease(&self, ttl: Duration) -> Result<i64, StoreError> {
+            self.0.grant_lease(ttl).await
+        }
+        async fn keep_alive(&self, lease: i64) -> Result<(), StoreError> {
+            self.0.keep_alive(lease).await
+        }
+        async fn revoke_lease(&self, lease: i64) -> Result<(), StoreError> {
+            self.0.revoke_lease(lease).await
+        }
+    }
+
+    /// Many edges reporting at once: every report counted once, and the store sees a bounded
+    /// number of transactions (reads included) whatever the number of reports.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_edges_share_transactions_under_the_rate_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        let store = Arc::new(Counting(inner, std::sync::atomic::AtomicUsize::new(0)));
+        let stop = CancellationToken::new();
+        let opts = LedgerOptions {
+            clock: ManualClock::at_unix(1_790_811_000),
+            max_txn_rate: 20.0,
+            ..LedgerOptions::new("cp")
+        };
+        let ledger = Ledger::new(store.clone(), opts, stop.clone());
+        let task = tokio::spawn(ledger.clone().run());
+        let start = tokio::time::Instant::now();
+        let (edges, reports) = (500u64, 8u64);
+        let mut waiting = Vec::new();
+        for seq in 1..=reports {
+            for e in 0..edges {
+                let rows = vec![row(&format!("k{}", (e + seq) % 50), "p", 1, e + 1, 0)];
+                let r = UsageReport {
+                    edge_id: format!("edge{e}"),
+                    epoch: "e1".into(),
+                    seq,
+                    rows,
+                    ..Default::default()
+                };
+                waiting.push(ledger.submit(r).await.unwrap());
+            }
+        }
+        for rx in waiting {
+            assert_eq!(rx.await.unwrap().unwrap(), Outcome::Counted);
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let txns = store.1.load(std::sync::atomic::Ordering::Relaxed);
+        ledger.sync(PATIENCE).await.unwrap();
+        let spent = ledger.spend(&Scope::Team("t".into()), Period::Total);
+        assert_eq!(spent.requests, edges * reports);
+        assert_eq!(spent.cost_micro_usd, reports * edges * (edges + 1) / 2);
+        // 4000 reports; at most 20 a second plus the burst of 4.
+        assert!((txns as f64) <= 20.0 * elapsed + 5.0, "{txns} transactions in {elapsed:.2}s");
+        assert!(
+            txns * 10 < (edges * reports) as usize,
+            "{txns} transactions for {} reports",
+            edges * reports
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
+
     #[tokio::test]
     async fn malformed_reports_are_refused_before_queueing() {
         let dir = tempfile::tempdir().unwrap();
