@@ -313,16 +313,20 @@ pub(crate) fn doomed_markers(
     now_ms: i64,
     retention_ms: i64,
 ) -> Vec<MarkerId> {
+    // Per edge: the latest start of an epoch that has been counting for over an hour.
+    let mut settled: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    for (id, m) in markers {
+        if now_ms - m.first_ms > SUPERSEDED_AFTER_MS {
+            let t = settled.entry(id.edge_id.as_str()).or_insert(i64::MIN);
+            *t = (*t).max(m.first_ms);
+        }
+    }
     markers
         .iter()
         .filter(|(id, m)| {
             let stale = now_ms - m.last_ms > retention_ms;
-            let superseded = markers.iter().any(|(other, n)| {
-                other.edge_id == id.edge_id
-                    && other.epoch != id.epoch
-                    && n.first_ms > m.last_ms
-                    && now_ms - n.first_ms > SUPERSEDED_AFTER_MS
-            });
+            // Started after this epoch's last write, so it is another epoch that took over.
+            let superseded = settled.get(id.edge_id.as_str()).is_some_and(|t| *t > m.last_ms);
             stale || superseded
         })
         .map(|(id, _)| id.clone())
