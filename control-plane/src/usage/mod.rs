@@ -26,8 +26,12 @@
 //!   the hours kept (`--usage-retention`, at least 32 days) answer `admin usage --since`.
 //! - **Spend is a memory read.** Every replica watches every shard (absolute values: an event
 //!   replaces one) and keeps per-scope sums, so grants and `admin usage` never read the store.
+//! - **Markers go when no resend can come.** A marker is deleted when its edge process has not
+//!   reported for the retention period, or when a newer epoch of the same edge id started after
+//!   its last report and has been counting for over an hour (the old process is gone, and no
+//!   report waits in a replica longer than 30 s before it is failed back to the edge).
 //!
-//! `spend` is the API grants build on; [`batch`] plans transactions, [`writer`] runs them.
+//! `spend` is the API grants build on; `batch` plans transactions, `writer` runs them.
 
 pub mod batch;
 pub mod clock;
