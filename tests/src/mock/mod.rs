@@ -1,6 +1,6 @@
-//! A mock LLM provider: a real HTTP server speaking the wire formats of OpenAI, Azure OpenAI,
-//! Anthropic, Gemini and Bedrock on one port (routed by path), with faults chosen per request,
-//! hit counts and recorded requests for assertions.
+//! A mock LLM provider: a real HTTP server speaking the wire formats of OpenAI (Chat
+//! Completions and Responses), Azure OpenAI, Anthropic, Gemini and Bedrock on one port (routed
+//! by path), with faults chosen per request, hit counts and recorded requests for assertions.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -17,15 +17,15 @@
 //! # Endpoints
 //! | API | route | required (else) | hit names |
 //! | --- | --- | --- | --- |
-//! | OpenAI | `POST /v1/chat/completions`, `POST /v1/completions` (stream or not), `POST /v1/embeddings`, `GET /v1/models`; `/v1` optional | nothing: any key or none; assert on `authorization` in [`MockProvider::requests`] | `chat`, `chat_stream`, `completions`, `completions_stream`, `embeddings`, `models` |
+//! | OpenAI | `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/responses` (each stream or not), `POST /v1/embeddings`, `GET /v1/models`; `/v1` optional | nothing: any key or none; assert on `authorization` in [`MockProvider::requests`] | `chat`, `chat_stream`, `completions`, `completions_stream`, `responses`, `responses_stream`, `embeddings`, `models` |
 //! | Azure OpenAI | `POST /openai/deployments/{deployment}/chat/completions` (also `/completions`, `/embeddings`) | `?api-version=` (400), header `api-key` (401; `authorization` alone does not do) | `azure_chat`, `azure_chat_stream`, `azure_completions`, `azure_completions_stream`, `azure_embeddings` |
 //! | Anthropic | `POST /v1/messages` (stream or not), `POST /v1/messages/count_tokens`; `/v1` optional | headers `x-api-key` (401 `authentication_error`) and `anthropic-version` (400 `invalid_request_error`); body `model`, `messages`, `max_tokens` (400) | `messages`, `messages_stream`, `count_tokens` |
 //! | Gemini | `POST /v1beta/models/{model}:generateContent`, `POST /v1beta/models/{model}:streamGenerateContent?alt=sse` (also under `/v1/`) | header `x-goog-api-key` or `?key=` (403 `PERMISSION_DENIED`, as Google answers a keyless call); `alt=sse` on streams (400); body `contents` (400) | `gemini`, `gemini_stream` |
 //! | Bedrock | `POST /model/{modelId}/converse`, `POST /model/{modelId}/converse-stream`, the id percent-encoded (`anthropic.claude-3-5-sonnet-20240620-v1%3A0`) | a SigV4-shaped `authorization` (below) and `x-amz-date` (403); body `messages` (400 `ValidationException`) | `converse`, `converse_stream` |
 //!
-//! The model is the body's `model` (OpenAI, Anthropic), the deployment when an Azure body names
-//! none, the path's (percent-decoded) for Gemini and Bedrock; answers echo it verbatim,
-//! directives included (Gemini's `modelVersion`).
+//! The model is the body's `model` (OpenAI, Responses included, and Anthropic), the deployment
+//! when an Azure body names none, the path's (percent-decoded) for Gemini and Bedrock; answers
+//! echo it verbatim, directives included (Gemini's `modelVersion`).
 //!
 //! Bedrock's signature is checked for shape only (the mock has no secret):
 //! `AWS4-HMAC-SHA256 Credential=AKID/YYYYMMDD/REGION/bedrock/aws4_request,
@@ -38,11 +38,14 @@
 //! # Answers
 //! Deterministic in every format: the text is `"Hello from the mock provider."`; prompt
 //! tokens are the whitespace-separated words of every message's text (system prompt and tool
-//! results included, tool calls not), at least 1, directives included; completion tokens are
-//! the words of the text (5), cut to the request's output limit (`max_completion_tokens` /
-//! `max_tokens`, Anthropic `max_tokens`, Gemini `generationConfig.maxOutputTokens`, Bedrock
-//! `inferenceConfig.maxTokens`) with the text cut to as many words and the format's "length"
-//! stop reason (`length`, `max_tokens`, `MAX_TOKENS`, `max_tokens`).
+//! results included, tool calls not; Responses: `instructions` and the `input` string or the
+//! texts of its message items and `function_call_output` outputs), at least 1, directives
+//! included; completion tokens are the words of the text (5), cut to the request's output limit
+//! (`max_completion_tokens` / `max_tokens`, Responses `max_output_tokens`, Anthropic
+//! `max_tokens`, Gemini `generationConfig.maxOutputTokens`, Bedrock `inferenceConfig.maxTokens`)
+//! with the text cut to as many words and the format's "length" stop reason (`length`,
+//! `status: "incomplete"` with `incomplete_details.reason: "max_output_tokens"`, `max_tokens`,
+//! `MAX_TOKENS`, `max_tokens`).
 //!
 //! - OpenAI (and Azure): `chat.completion`; streams send a role delta, one delta per word, a
 //!   chunk with `finish_reason`, with `stream_options.include_usage` a chunk with
@@ -50,6 +53,19 @@
 //!   `data: [DONE]`. Embeddings are 8 floats (or `dimensions`, at most 4096) per input, a unit
 //!   vector seeded by the input's text, or base64 little-endian f32 with
 //!   `"encoding_format": "base64"`.
+//! - OpenAI Responses: a `response` object (`resp_…`, `status` `completed`, `created_at`,
+//!   `completed_at`, the request's `instructions`, `max_output_tokens`, `temperature`, `top_p`,
+//!   `tools`, `tool_choice`, `text`, `metadata`, … echoed or the API's defaults) whose `output`
+//!   is one `message` item (`msg_…`, `role` `assistant`, `content`
+//!   `[{"type": "output_text", "text", "annotations": [], "logprobs": []}]`), and `usage`
+//!   (`input_tokens`, `input_tokens_details.cached_tokens`, `output_tokens`,
+//!   `output_tokens_details.reasoning_tokens` (0), `total_tokens`). Streams send typed events,
+//!   each with its `event:` line, its `type` and a `sequence_number` from 0:
+//!   `response.created` and `response.in_progress` (the response `in_progress`, no output,
+//!   `usage: null`), `response.output_item.added` (the empty item), `response.content_part.added`,
+//!   one `response.output_text.delta` per word, `response.output_text.done`,
+//!   `response.content_part.done`, `response.output_item.done`, then `response.completed`
+//!   (`response.incomplete` when cut) carrying the whole response with usage; no `[DONE]`.
 //! - Anthropic: a `message` (`msg_…`, `stop_reason` `end_turn`, `usage` with `input_tokens`,
 //!   `output_tokens`, `cache_read_input_tokens`, `cache_creation_input_tokens`) and a
 //!   `request-id` header. Streams: `message_start` (input usage; `output_tokens: 1` as a
@@ -79,9 +95,13 @@
 //! `functionCall {name, args}` part (`STOP`; streamed whole in one chunk); Bedrock a
 //! `toolUse {toolUseId, name, input}` block (`stopReason: "tool_use"`; streamed as
 //! `contentBlockStart` with the id and name, then `contentBlockDelta`s
-//! `{"toolUse":{"input":"<partial JSON>"}}`). The legacy completions endpoint ignores it.
+//! `{"toolUse":{"input":"<partial JSON>"}}`); Responses a `function_call` output item (`fc_…`,
+//! `call_id` `call_…`, `name`, `arguments`; streamed as `response.output_item.added` with `""`
+//! arguments, one `response.function_call_arguments.delta` per fragment,
+//! `response.function_call_arguments.done`). The legacy completions endpoint ignores it.
 //!
-//! When the conversation's last message is a tool result (OpenAI role `tool`; an Anthropic
+//! When the conversation's last message is a tool result (OpenAI role `tool`; a Responses
+//! `function_call_output` item, its `output` string or parts' texts; an Anthropic
 //! user message with a `tool_result` block; a Gemini content with a `functionResponse` part,
 //! whose text is the response's `output`, `result` or `content` string, else its JSON; a
 //! Bedrock user message with a `toolResult` block, `json` blocks as JSON), the answer is the
@@ -94,11 +114,11 @@
 //! whitespace, found in the model (`"gpt-4o-mini#mock:status=500"`, which lets two targets on
 //! one mock behave differently; percent-encoded in a Gemini or Bedrock path:
 //! `gemini-2.0-flash%23mock%3Astatus%3D500`) or anywhere in the text of the last user message
-//! (its text blocks or parts; an earlier user message when the last one holds only tool
-//! results, so a round trip keeps its directives), the last prompt of `/v1/completions`, the
-//! last input of `/v1/embeddings`. Several directives apply in order, the model's first, and
-//! each item overrides the same field of the whole-mock default. An unknown key or bad value
-//! answers 400 and counts `fault:bad_directive`.
+//! (its text blocks or parts; a Responses `input` string; an earlier user message when the
+//! last one holds only tool results, so a round trip keeps its directives), the last prompt of
+//! `/v1/completions`, the last input of `/v1/embeddings`. Several directives apply in order, the
+//! model's first, and each item overrides the same field of the whole-mock default. An unknown
+//! key or bad value answers 400 and counts `fault:bad_directive`.
 //!
 //! | item | effect |
 //! | --- | --- |
@@ -111,10 +131,10 @@
 //! | `not_sse` | a stream request gets the non-stream JSON body, `application/json` |
 //! | `reset` | close the connection without any response |
 //! | `usage=P,C` | report P prompt (input) and C completion (output) tokens |
-//! | `cached=N` | N of the prompt tokens come from the cache (at most all): OpenAI `prompt_tokens_details.cached_tokens`, Gemini `cachedContentTokenCount` (both inside the prompt count); Anthropic `cache_read_input_tokens`, Bedrock `cacheReadInputTokens` (both beside it: input tokens become P−N, so every format adds up to P) |
+//! | `cached=N` | N of the prompt tokens come from the cache (at most all): OpenAI `prompt_tokens_details.cached_tokens`, Responses `input_tokens_details.cached_tokens`, Gemini `cachedContentTokenCount` (both inside the prompt count); Anthropic `cache_read_input_tokens`, Bedrock `cacheReadInputTokens` (both beside it: input tokens become P−N, so every format adds up to P) |
 //! | `content=TEXT` | the assistant's text; quote it to include spaces or commas: `content="Hi, you"` |
 //! | `tool=NAME` | answer a call of tool NAME (above) |
-//! | `stream_error=TYPE` | Anthropic and Bedrock streams: after the first delta, an in-stream error, then the end of the body: Anthropic `event: error` with `error.type` TYPE (e.g. `overloaded_error`); Bedrock a frame with `:message-type: exception`, `:exception-type: TYPE` (e.g. `throttlingException`, `modelStreamErrorException`) and payload `{"message"}`. Ignored elsewhere |
+//! | `stream_error=TYPE` | Anthropic, Bedrock and Responses streams: after the first delta, an in-stream error, then the end of the body: Anthropic `event: error` with `error.type` TYPE (e.g. `overloaded_error`); Bedrock a frame with `:message-type: exception`, `:exception-type: TYPE` (e.g. `throttlingException`, `modelStreamErrorException`) and payload `{"message"}`; Responses `event: error` (`{"type": "error", "code": TYPE, "message", "param": null}`) then `response.failed` (`status: "failed"`, `error: {code, message}`, `usage: null`). Ignored elsewhere |
 //!
 //! Flags also take `=true` / `=false` (to switch off a default). Example message:
 //! `"say hi #mock:status=429,retry_after=2"`.
@@ -122,7 +142,7 @@
 //! ## Error shapes
 //! | API | body | type by status |
 //! | --- | --- | --- |
-//! | OpenAI, Azure | `{"error":{"message","type","param","code"}}` | 429: `type: "requests"`, `code: "rate_limit_exceeded"`; 5xx: `server_error`; else `invalid_request_error` |
+//! | OpenAI (Responses too), Azure | `{"error":{"message","type","param","code"}}` | 429: `type: "requests"`, `code: "rate_limit_exceeded"`; 5xx: `server_error`; else `invalid_request_error` |
 //! | Anthropic | `{"type":"error","error":{"type","message"}}` | 400 `invalid_request_error`, 401 `authentication_error`, 403 `permission_error`, 404 `not_found_error`, 429 `rate_limit_error`, 503/529 `overloaded_error`, 504 `timeout_error`, other 5xx `api_error` |
 //! | Gemini | `{"error":{"code","message","status"}}` | 400 `INVALID_ARGUMENT`, 401 `UNAUTHENTICATED`, 403 `PERMISSION_DENIED`, 404 `NOT_FOUND`, 429 `RESOURCE_EXHAUSTED`, 503 `UNAVAILABLE`, 504 `DEADLINE_EXCEEDED`, other 5xx `INTERNAL` |
 //! | Bedrock | `{"message"}` and `x-amzn-errortype: NAME:http://internal.amazon.com/coral/com.amazon.bedrock/` (cut at `:` as the AWS SDKs do) | 400 `ValidationException`, 403 `AccessDeniedException`, 404 `ResourceNotFoundException`, 429 `ThrottlingException`, 503 `ServiceUnavailableException`, other 5xx `InternalServerException` |
@@ -137,8 +157,8 @@
 //!
 //! # Recorded requests
 //! Every request but the control ones: method, path with its query string, every header, the
-//! JSON body. See [`RecordedRequest::header`], [`RecordedRequest::query`] and
-//! [`RecordedRequest::aws_region`].
+//! JSON body, and the body's bytes as text (`raw_body`, for byte-for-byte checks). See
+//! [`RecordedRequest::header`], [`RecordedRequest::query`] and [`RecordedRequest::aws_region`].
 //!
 //! # Control over HTTP (out-of-process tests)
 //! `GET /_mock/hits` (`{"chat": 2, …}`), `GET /_mock/requests` (array of [`RecordedRequest`]),
@@ -156,6 +176,7 @@ mod plan;
 mod record;
 mod reply;
 mod request;
+mod responses;
 mod route;
 mod server;
 #[cfg(test)]

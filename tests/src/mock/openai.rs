@@ -312,7 +312,7 @@ pub(crate) fn event<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(buf)
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

@@ -18,7 +18,7 @@ use super::reply::Reply;
 use super::request::Call;
 use super::route::{Endpoint, Refusal, Route, Wire, header};
 use super::server::State;
-use super::{anthropic, bedrock, gemini};
+use super::{anthropic, bedrock, gemini, responses};
 
 const JSON: &str = "application/json";
 const SSE: &str = "text/event-stream";
@@ -122,6 +122,7 @@ fn plan_call(state: &State, route: &Route<'_>, headers: &HeaderMap, body: &Value
     }
     let model = route.path_model.as_deref().unwrap_or_default();
     let parsed = match wire {
+        Wire::OpenAi if route.endpoint == Endpoint::Responses => responses::parse(body),
         Wire::OpenAi | Wire::Azure => Call::parse(route.endpoint, body, route.path_model.as_deref()),
         Wire::Anthropic => anthropic::parse(route.endpoint, body),
         Wire::Gemini => gemini::parse(model, body),
@@ -157,10 +158,10 @@ fn plan_call(state: &State, route: &Route<'_>, headers: &HeaderMap, body: &Value
     let malformed = flag(b.malformed) && error_status.is_none();
     let not_sse = flag(b.not_sse) && asked_stream && error_status.is_none();
     let stream = asked_stream && !not_sse;
-    let stream_error = b
-        .stream_error
-        .as_deref()
-        .filter(|_| stream && error_status.is_none() && matches!(wire, Wire::Anthropic | Wire::Bedrock));
+    let stream_error =
+        b.stream_error.as_deref().filter(|_| stream && error_status.is_none()).filter(|_| {
+            matches!(route.endpoint, Endpoint::Messages | Endpoint::Converse | Endpoint::Responses)
+        });
     for (on, name) in [
         (flag(b.reset), "fault:reset"),
         (b.delay_ms.is_some_and(|ms| ms > 0), "fault:delay"),
@@ -243,6 +244,9 @@ fn render(
             } else {
                 Payload::Json(answer.completion_json())
             }
+        }
+        Endpoint::Responses => {
+            responses::render(serial, &reply(), call.body, stream, malformed, stream_error)
         }
         Endpoint::Messages => anthropic::render(serial, &reply(), stream, malformed, stream_error),
         Endpoint::CountTokens => Payload::Json(anthropic::count_json(call, behaviour.usage)),

@@ -21,6 +21,10 @@ pub struct RecordedRequest {
     pub headers: BTreeMap<String, String>,
     /// The JSON body; `null` when empty, a string when it was not JSON.
     pub body: Value,
+    /// The body exactly as received (read as UTF-8, lossily): for asserting what a relay
+    /// passed through byte for byte.
+    #[serde(default)]
+    pub raw_body: String,
 }
 
 impl RecordedRequest {
@@ -79,6 +83,7 @@ impl From<&Raw> for RecordedRequest {
                 })
                 .or_insert_with(|| value.into_owned());
         }
+        let raw_body = String::from_utf8_lossy(&raw.body).into_owned();
         let body = if raw.body.is_empty() {
             Value::Null
         } else {
@@ -93,6 +98,7 @@ impl From<&Raw> for RecordedRequest {
                 .map_or_else(|| raw.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
             headers,
             body,
+            raw_body,
         }
     }
 }

@@ -36,6 +36,8 @@ pub(crate) struct Call<'a> {
     /// Embeddings: `dimensions`, and whether `encoding_format` is `base64`.
     pub dimensions: Option<u64>,
     pub base64: bool,
+    /// Responses API: the request, whose settings the `response` object echoes.
+    pub body: Option<&'a Value>,
 }
 
 impl<'a> Call<'a> {

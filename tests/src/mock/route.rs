@@ -24,6 +24,8 @@ pub(crate) enum Endpoint {
     Completions,
     Embeddings,
     Models,
+    /// OpenAI's Responses API.
+    Responses,
     /// Anthropic.
     Messages,
     CountTokens,
@@ -120,6 +122,7 @@ impl<'a> Route<'a> {
                 (&Method::POST, "/completions") => (Wire::OpenAi, Endpoint::Completions),
                 (&Method::POST, "/embeddings") => (Wire::OpenAi, Endpoint::Embeddings),
                 (&Method::GET, "/models") => (Wire::OpenAi, Endpoint::Models),
+                (&Method::POST, "/responses") => (Wire::OpenAi, Endpoint::Responses),
                 (&Method::POST, "/messages") => (Wire::Anthropic, Endpoint::Messages),
                 (&Method::POST, "/messages/count_tokens") => (Wire::Anthropic, Endpoint::CountTokens),
                 _ => return None,
@@ -134,7 +137,7 @@ impl<'a> Route<'a> {
     /// `"stream": true` elsewhere.
     pub(crate) fn stream(&self, body: &Value) -> bool {
         match self.endpoint {
-            Endpoint::Chat | Endpoint::Completions | Endpoint::Messages => {
+            Endpoint::Chat | Endpoint::Completions | Endpoint::Responses | Endpoint::Messages => {
                 body.get("stream").and_then(Value::as_bool) == Some(true)
             }
             Endpoint::Generate | Endpoint::Converse => self.path_stream,
@@ -157,6 +160,8 @@ impl<'a> Route<'a> {
             (Endpoint::Completions, true) => "completions_stream",
             (Endpoint::Embeddings, _) => "embeddings",
             (Endpoint::Models, _) => "models",
+            (Endpoint::Responses, false) => "responses",
+            (Endpoint::Responses, true) => "responses_stream",
             (Endpoint::Messages, false) => "messages",
             (Endpoint::Messages, true) => "messages_stream",
             (Endpoint::CountTokens, _) => "count_tokens",
@@ -219,6 +224,11 @@ mod tests {
         assert_eq!((r.wire, r.endpoint), (Wire::Anthropic, Endpoint::Messages));
         let r = Route::new(&Method::POST, "/v1/messages/count_tokens", None).unwrap();
         assert_eq!(r.hit_name(false), "count_tokens");
+        for path in ["/v1/responses", "/responses"] {
+            let r = Route::new(&Method::POST, path, None).unwrap();
+            assert_eq!((r.wire, r.endpoint), (Wire::OpenAi, Endpoint::Responses));
+            assert_eq!((r.hit_name(false), r.hit_name(true)), ("responses", "responses_stream"));
+        }
 
         let r =
             Route::new(&Method::POST, "/openai/deployments/my%20dep/chat/completions", Some("api-version=1"))

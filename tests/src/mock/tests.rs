@@ -6,6 +6,7 @@ mod azure;
 mod bedrock;
 mod gemini;
 mod openai_tools;
+mod responses;
 
 use std::time::{Duration, Instant};
 
