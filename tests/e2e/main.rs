@@ -13,6 +13,7 @@ mod edge_errors;
 mod edge_ops;
 mod edge_proxy;
 mod providers;
+mod responses;
 mod routing;
 mod scale;
 mod sdk_openai;
