@@ -63,6 +63,8 @@ pub async fn run(args: DevArgs, stop: CancellationToken) -> anyhow::Result<()> {
         usage_retention: llmgw_control_plane::usage::DEFAULT_RETENTION,
         usage_flush_interval: std::time::Duration::from_millis(50),
         usage_max_txn_rate: 25.0,
+        rate_window: std::time::Duration::from_secs(60),
+        clock_offset_file: None,
     };
     let secrets = llmgw_control_plane::Secrets {
         admin_tokens: vec![admin_token.clone()],

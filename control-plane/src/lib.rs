@@ -8,6 +8,7 @@ pub mod compile;
 pub mod edges;
 pub mod layout;
 pub mod metrics;
+pub mod quota;
 pub mod seal;
 pub mod store;
 pub mod sync;
@@ -73,6 +74,14 @@ pub struct ControlPlaneArgs {
     /// load, more reports share each transaction instead.
     #[arg(long, env = "LLMGW_USAGE_MAX_TXN_RATE", default_value_t = 25.0)]
     pub usage_max_txn_rate: f64,
+    /// The window RPM and TPM limits count in (the limits scale to it): a minute unless a test
+    /// wants to see many windows quickly.
+    #[arg(long, env = "LLMGW_RATE_WINDOW", default_value = "60s", value_parser = duration_arg, value_name = "DURATION")]
+    pub rate_window: Duration,
+    /// Test hook: the wall clock budgets and usage hours follow is shifted by the number of
+    /// seconds in this file.
+    #[arg(long, env = "LLMGW_CLOCK_OFFSET_FILE", hide = true)]
+    pub clock_offset_file: Option<std::path::PathBuf>,
 }
 
 /// A duration flag: a whole number and a unit (ms, s, m, h, d).
@@ -215,12 +224,17 @@ pub async fn start_with_store(
     if cp_id.is_empty() || cp_id.contains('/') || cp_id.chars().any(char::is_control) {
         return Err(ControlPlaneError::BadId(cp_id));
     }
+    let clock: Arc<dyn usage::Clock> = match &args.clock_offset_file {
+        Some(path) => Arc::new(usage::OffsetFileClock(path.clone())),
+        None => Arc::new(usage::SystemClock),
+    };
     let ledger = usage::Ledger::new(
         store.clone(),
         usage::LedgerOptions {
             retention: args.usage_retention,
             flush_interval: args.usage_flush_interval,
             max_txn_rate: args.usage_max_txn_rate,
+            clock: clock.clone(),
             ..usage::LedgerOptions::new(cp_id.clone())
         },
         stop.clone(),
@@ -228,6 +242,12 @@ pub async fn start_with_store(
 
     let broadcaster = Broadcaster::new();
     let registry = Registry::new(store.clone(), cp_id.clone());
+    let quotas = quota::Quotas::new(
+        store.clone(),
+        broadcaster.clone(),
+        ledger.clone(),
+        quota::QuotaOptions { rate_window: args.rate_window, stale_share: quota::STALE_SHARE, clock },
+    );
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(broadcaster.clone().run(store.clone(), stop.clone()));
     tasks.spawn(registry.clone().run(stop.clone()));
@@ -261,8 +281,13 @@ pub async fn start_with_store(
         master_key: master_key.clone(),
         ledger: ledger.clone(),
     };
-    let sync =
-        sync::SyncService { broadcaster: broadcaster.clone(), registry, master_key, ledger: ledger.clone() };
+    let sync = sync::SyncService {
+        broadcaster: broadcaster.clone(),
+        registry,
+        master_key,
+        ledger: ledger.clone(),
+        quotas,
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(llmgw_shared::proto::FILE_DESCRIPTOR_SET)
         .build_v1()

@@ -24,6 +24,7 @@ pub struct SyncService {
     pub registry: Arc<Registry>,
     pub master_key: Option<Arc<MasterKey>>,
     pub ledger: Arc<Ledger>,
+    pub quotas: Arc<crate::quota::Quotas>,
 }
 
 /// Reports of one stream submitted and not yet acked: beyond this the stream stops reading, so a
@@ -147,6 +148,7 @@ impl Sync for SyncService {
     async fn report_usage(&self, req: Request<Streaming<UsageReport>>) -> Result<Response<Acks>, Status> {
         let mut inbound = req.into_inner();
         let ledger = self.ledger.clone();
+        let quotas = self.quotas.clone();
         let (tx, rx) = mpsc::channel::<Result<UsageAck, Status>>(64);
         tokio::spawn(async move {
             let stop = ledger.stopping().clone();
@@ -174,10 +176,16 @@ impl Sync for SyncService {
                     msg = inbound.message(), if reading && waiting.len() < REPORTS_IN_FLIGHT => match msg {
                         Ok(Some(report)) => {
                             let (epoch, seq) = (report.epoch.clone(), report.seq);
+                            let (edge_id, holdings) = (report.edge_id.clone(), report.holdings.clone());
+                            let quotas = quotas.clone();
                             match ledger.submit(report).await {
                                 Ok(outcome) => waiting.push_back(async move {
                                     match outcome.await {
-                                        Ok(Ok(_)) => Ok(UsageAck { epoch, seq, ..Default::default() }),
+                                        Ok(Ok(_)) => {
+                                            // Grants after the commit: the spend they build on is counted.
+                                            let grants = quotas.on_report(&edge_id, &epoch, seq, &holdings).await;
+                                            Ok(UsageAck { epoch, seq, grants })
+                                        }
                                         Ok(Err(e)) => Err(Status::from(e)),
                                         Err(_) => Err(Status::unavailable("the usage ledger stopped")),
                                     }

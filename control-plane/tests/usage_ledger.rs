@@ -47,6 +47,8 @@ impl Replica {
             usage_retention: llmgw_control_plane::usage::DEFAULT_RETENTION,
             usage_flush_interval: Duration::from_millis(20),
             usage_max_txn_rate: 0.0,
+            rate_window: std::time::Duration::from_secs(60),
+            clock_offset_file: None,
         };
         let secrets = Secrets {
             admin_tokens: vec![ADMIN_TOKEN.into()],

@@ -62,6 +62,10 @@ pub enum Refusal {
     Rate { scope: Arc<str>, kind: Kind, limit: u64, remaining: u64, reset: Duration },
 }
 
+/// How long an edge spends what it holds without a control plane: half the control plane's
+/// `STALE_SHARE` (60 s), after which a silent edge's share is taken back.
+const CUT_OFF_LIMIT_MS: i64 = 30_000;
+
 #[derive(Default)]
 struct Pool {
     /// The period the control plane named; empty until its first grant.
@@ -102,6 +106,8 @@ pub struct Quota {
     pub asked: Notify,
     /// The reporter has a live stream to a control plane.
     connected: AtomicBool,
+    /// Since when no control plane answers (Unix ms; 0 = connected or never connected yet).
+    cut_off_since: std::sync::atomic::AtomicI64,
     /// Spend past the allowance while no control plane is reachable (`budget_fail_mode: open`).
     fail_open: bool,
     wait: Duration,
@@ -116,6 +122,7 @@ impl Quota {
             granted: Notify::new(),
             asked: Notify::new(),
             connected: AtomicBool::new(false),
+            cut_off_since: std::sync::atomic::AtomicI64::new(0),
             fail_open,
             wait,
             idle: Duration::from_secs(1),
@@ -128,6 +135,11 @@ impl Quota {
 
     pub fn set_connected(&self, up: bool) {
         self.connected.store(up, Ordering::Relaxed);
+        if up {
+            self.cut_off_since.store(0, Ordering::Relaxed);
+        } else {
+            let _ = self.cut_off_since.compare_exchange(0, unix_ms(), Ordering::Relaxed, Ordering::Relaxed);
+        }
         if !up {
             // Requests waiting for a grant that cannot come now decide (fail mode) at once.
             self.granted.notify_waiters();
@@ -166,18 +178,32 @@ impl Quota {
 
     fn try_reserve(&self, asks: &[Ask]) -> Result<Reservation, Short> {
         let now = Instant::now();
+        let now_ms = unix_ms();
+        let since = self.cut_off_since.load(Ordering::Relaxed);
+        // Cut off for long enough that the control plane may take our shares back: stop
+        // spending them (closed mode; open mode serves on regardless, see `reserve`).
+        let expired = since != 0 && now_ms - since >= CUT_OFF_LIMIT_MS;
         let mut pools = self.lock();
         for a in asks {
             let pool = pools.entry((a.scope.clone(), a.kind)).or_default();
+            if expired {
+                release(pool);
+            }
+            if !pool.period.is_empty() && now_ms >= pool.period_end_ms {
+                // The period (a rate window, mostly) is over: its allowance is not for this one.
+                *pool = Pool { last_use: pool.last_use, dirty: true, ..Pool::default() };
+            }
             if pool.used.saturating_add(a.amount) > pool.allowance {
                 let want = pool.used.saturating_add(a.amount) - pool.allowance;
-                if pool.exhausted && !pool.period.is_empty() {
-                    let refusal = Some(refusal_of(a, pool));
-                    return Err(Short { ask: a.clone(), refusal });
-                }
                 if want > pool.want {
                     pool.want = want;
                     pool.dirty = true;
+                }
+                // Refused at once, but the want still goes out with the next report: a new
+                // period (or a freed share) is how an exhausted pool opens again.
+                if pool.exhausted && !pool.period.is_empty() {
+                    let refusal = Some(refusal_of(a, pool));
+                    return Err(Short { ask: a.clone(), refusal });
                 }
                 return Err(Short { ask: a.clone(), refusal: None });
             }
@@ -282,7 +308,8 @@ impl Quota {
             if idle && pool.want == 0 && pool.allowance > pool.used {
                 release(pool);
             }
-            if pool.released_at_seq == u64::MAX {
+            let released = pool.released_at_seq == u64::MAX;
+            if released {
                 pool.released_at_seq = seq;
             }
             if !pool.dirty && pool.want == 0 {
@@ -296,6 +323,7 @@ impl Quota {
                 allowance: pool.allowance,
                 used: pool.used,
                 want: pool.want,
+                released,
             });
         }
         out
@@ -342,11 +370,12 @@ fn refusal_of(a: &Ask, pool: &Pool) -> Refusal {
     }
 }
 
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 fn reset_in(end_ms: i64) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    Duration::from_millis(end_ms.saturating_sub(now).max(0) as u64)
+    Duration::from_millis(end_ms.saturating_sub(unix_ms()).max(0) as u64)
 }
 
 #[cfg(test)]
@@ -360,7 +389,7 @@ mod tests {
             kind: QuotaKind::Usd.into(),
             allowance,
             exhausted,
-            period_end_unix_ms: if period == "d2" { 2_000 } else { 1_000 },
+            period_end_unix_ms: if period == "d2" { i64::MAX } else { i64::MAX - 1 },
             limit: 100,
             remaining: 0,
             release: false,

@@ -7,6 +7,7 @@ mod fixtures;
 mod harness;
 
 mod admin_cli;
+mod budgets;
 mod cluster;
 mod dev;
 mod edge_errors;

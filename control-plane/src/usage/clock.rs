@@ -49,3 +49,17 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// The system clock shifted by a number of seconds read from a file on every call: a test hook
+/// (`LLMGW_CLOCK_OFFSET_FILE`) that lets an end-to-end test cross a budget period's boundary in
+/// a real process. A missing or unreadable file means no shift.
+#[derive(Debug)]
+pub struct OffsetFileClock(pub std::path::PathBuf);
+
+impl Clock for OffsetFileClock {
+    fn now_unix_ms(&self) -> i64 {
+        let offset =
+            std::fs::read_to_string(&self.0).ok().and_then(|s| s.trim().parse::<i64>().ok()).unwrap_or(0);
+        crate::compile::now_ms() + offset * 1000
+    }
+}

@@ -48,7 +48,7 @@ use llmgw_shared::proto::UsageReport;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, OffsetFileClock, SystemClock};
 pub use period::Period;
 pub use shard::Counters;
 pub use view::{RowGroup, Scope, UsageFilter};
