@@ -88,7 +88,11 @@ async fn openai_sdk_reaches_anthropic_gemini_bedrock_and_azure_targets() {
     let (_mock, gw) = setup().await;
     let out = run_python(
         "openai_translated.py",
-        &[("LLMGW_BASE_URL", &gw.base_url()), ("LLMGW_KEY", KEY), ("LLMGW_MODELS", "claude,gemini,bedrock,azure")],
+        &[
+            ("LLMGW_BASE_URL", &gw.base_url()),
+            ("LLMGW_KEY", KEY),
+            ("LLMGW_MODELS", "claude,gemini,bedrock,azure"),
+        ],
     )
     .await;
     assert!(out.contains("all checks passed"), "{out}");
@@ -113,7 +117,9 @@ async fn anthropic_sdk_reaches_openai_anthropic_gemini_and_bedrock_targets() {
 #[tokio::test]
 async fn each_kind_gets_its_own_url_auth_and_body() {
     let (mock, gw) = setup().await;
-    for (model, stream) in [("azure", false), ("claude", false), ("gemini", false), ("gemini", true), ("bedrock", true)] {
+    for (model, stream) in
+        [("azure", false), ("claude", false), ("gemini", false), ("gemini", true), ("bedrock", true)]
+    {
         let resp = chat(&gw, model, "hello there", stream).await;
         assert_eq!(resp.status(), 200, "{model}");
         let text = resp.text().await.unwrap();
@@ -155,14 +161,27 @@ async fn each_kind_gets_its_own_url_auth_and_body() {
 #[tokio::test]
 async fn a_parameter_a_provider_cannot_honour_is_refused_or_dropped_as_configured() {
     let (mock, gw) = setup().await;
-    let body = |model: &str| json!({ "model": model, "n": 2, "messages": [{ "role": "user", "content": "hi" }] });
-    let resp = client().post(gw.url("/v1/chat/completions")).bearer_auth(KEY).json(&body("claude")).send().await.unwrap();
+    let body =
+        |model: &str| json!({ "model": model, "n": 2, "messages": [{ "role": "user", "content": "hi" }] });
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&body("claude"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let err: Value = resp.json().await.unwrap();
     assert!(err["error"]["message"].as_str().unwrap().contains("`n`"), "{err}");
     assert_eq!(mock.requests().len(), 0, "a refused request reached the provider");
 
-    let resp = client().post(gw.url("/v1/chat/completions")).bearer_auth(KEY).json(&body("claude-lax")).send().await.unwrap();
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&body("claude-lax"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert!(mock.requests()[0].body.get("n").is_none());
 
@@ -182,18 +201,23 @@ async fn a_parameter_a_provider_cannot_honour_is_refused_or_dropped_as_configure
 #[tokio::test]
 async fn anthropic_clients_get_errors_in_anthropic_shape_even_mid_stream() {
     let (_mock, gw) = setup().await;
-    let post = |body: Value| client().post(gw.url("/v1/messages")).header("x-api-key", KEY).json(&body).send();
+    let post =
+        |body: Value| client().post(gw.url("/v1/messages")).header("x-api-key", KEY).json(&body).send();
     // The gateway's own error.
-    let resp = client().post(gw.url("/v1/messages")).header("x-api-key", "sk-llmgw-nope").json(&json!({})).send().await.unwrap();
+    let resp = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-llmgw-nope")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "authentication_error");
 
     // A provider's error, translated: Gemini's 429 reaches an Anthropic client as rate_limit_error.
-    let msg = |content: &str, stream: bool| {
-        json!({ "model": "gemini", "max_tokens": 50, "stream": stream, "messages": [{ "role": "user", "content": content }] })
-    };
+    let msg = |content: &str, stream: bool| json!({ "model": "gemini", "max_tokens": 50, "stream": stream, "messages": [{ "role": "user", "content": content }] });
     let resp = post(msg("x #mock:status=429", false)).await.unwrap();
     assert_eq!(resp.status(), 429);
     let v: Value = resp.json().await.unwrap();
