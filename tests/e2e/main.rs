@@ -13,6 +13,7 @@ mod dev;
 mod edge_errors;
 mod edge_ops;
 mod edge_proxy;
+mod limits;
 mod providers;
 mod responses;
 mod routing;
