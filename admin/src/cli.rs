@@ -167,7 +167,7 @@ pub struct UsageArgs {
     pub key: Option<String>,
     #[arg(long)]
     pub model: Option<String>,
-    /// From this time (RFC 3339, or a duration ago such as 24h); omitted: the current periods.
+    /// From this time (RFC 3339, or a duration ago such as 24h); omitted: all-time totals.
     #[arg(long, value_parser = since, value_name = "TIME")]
     pub since: Option<i64>,
 }

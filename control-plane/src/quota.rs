@@ -352,8 +352,9 @@ fn decide(
     // Take back shares of edge processes that went away: a newer process of the same edge, or
     // no report for `stale`. What they used stays issued.
     for s in &mut state.shares {
+        let reporting = s.edge_id == edge_id && s.epoch == epoch;
         let replaced = s.edge_id == edge_id && s.epoch != epoch;
-        if (replaced || now_ms - s.updated_unix_ms > stale_ms) && s.allowance > s.used {
+        if !reporting && (replaced || now_ms - s.updated_unix_ms > stale_ms) && s.allowance > s.used {
             state.issued = state.issued.saturating_sub(s.allowance - s.used);
             s.allowance = s.used;
         }
@@ -372,6 +373,7 @@ fn decide(
         }
     };
     let (held, used) = if current { (h.allowance, h.used) } else { (0, 0) };
+    let mut reclaim_own = false;
     {
         let share = &mut state.shares[idx];
         // Only a declared release lowers a share: a lower allowance without one means grants
@@ -379,6 +381,12 @@ fn decide(
         if current && h.released && held < share.allowance {
             state.issued = state.issued.saturating_sub(share.allowance - held);
             share.allowance = held;
+        } else if current && held > share.allowance {
+            // The share was taken back as stale while the edge was alive but unheard (a store
+            // outage): it still holds the allowance, so count it again and ask for it back.
+            state.issued += held - share.allowance;
+            share.allowance = held;
+            reclaim_own = true;
         }
         share.used = used;
         share.updated_unix_ms = now_ms;
@@ -391,7 +399,10 @@ fn decide(
             let active = state
                 .shares
                 .iter()
-                .filter(|s| now_ms - s.updated_unix_ms <= 2_000 && (s.used > 0 || s.allowance > 0))
+                .enumerate()
+                .filter(|(i, s)| {
+                    *i == idx || (now_ms - s.updated_unix_ms <= 2_000 && (s.used > 0 || s.allowance > 0))
+                })
                 .count()
                 .max(1) as u64;
             let give = h.want.max(left / (2 * active)).min(left);
@@ -411,6 +422,9 @@ fn decide(
     state.shares.retain(|s| s.allowance > 0 || s.used > 0 || (s.edge_id == keep && s.epoch == epoch));
     let allowance =
         state.shares.iter().find(|s| s.edge_id == edge_id && s.epoch == epoch).map_or(0, |s| s.allowance);
+    if reclaim_own && state.issued > state.limit {
+        releasers.push(edge_id.to_owned());
+    }
     let grant = QuotaGrant {
         allowance,
         exhausted,
@@ -420,4 +434,81 @@ fn decide(
         ..QuotaGrant::default()
     };
     (grant, releasers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(n: u64) -> Limit {
+        Limit { limit: n, period: "p".into(), end_ms: i64::MAX, already: 0 }
+    }
+
+    fn holding(allowance: u64, used: u64, want: u64, released: bool) -> QuotaHolding {
+        QuotaHolding {
+            scope: "key:k".into(),
+            kind: QuotaKind::Usd.into(),
+            period: "p".into(),
+            allowance,
+            used,
+            want,
+            released,
+        }
+    }
+
+    const STALE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn shares_shrink_as_the_pool_empties_and_never_exceed_it() {
+        let mut s = QuotaPoolState { limit: 100, ..QuotaPoolState::default() };
+        let (g, _) = decide(&mut s, &limit(100), "a", "1", &holding(0, 0, 1, false), true, 0, STALE);
+        assert_eq!(g.allowance, 50, "half of what is left for the only active edge");
+        let (g, _) = decide(&mut s, &limit(100), "b", "1", &holding(0, 0, 1, false), true, 0, STALE);
+        assert_eq!(g.allowance, 12, "a quarter of the 50 left, shared by two active edges");
+        assert_eq!(s.issued, 62);
+        // Asking for more than is left: a, which holds more than it uses, is asked to release.
+        let (g, releasers) =
+            decide(&mut s, &limit(100), "b", "1", &holding(12, 12, 40, false), true, 0, STALE);
+        assert!(!g.exhausted);
+        assert_eq!(releasers, ["a"]);
+        // a releases down to what it used; b then gets what it asked.
+        decide(&mut s, &limit(100), "a", "1", &holding(10, 10, 0, true), true, 0, STALE);
+        assert_eq!(s.issued, 22);
+        let (g, _) = decide(&mut s, &limit(100), "b", "1", &holding(12, 12, 40, false), true, 0, STALE);
+        assert!(g.allowance >= 52 && s.issued <= 100, "{g:?} {s:?}");
+        // Nothing left and nothing to reclaim: exhausted.
+        let mut full = QuotaPoolState { limit: 10, issued: 10, ..QuotaPoolState::default() };
+        let (g, releasers) =
+            decide(&mut full, &limit(10), "c", "1", &holding(0, 0, 1, false), true, 0, STALE);
+        assert!(g.exhausted && releasers.is_empty());
+    }
+
+    #[test]
+    fn a_lower_allowance_is_a_release_only_when_declared() {
+        let mut s = QuotaPoolState { limit: 100, ..QuotaPoolState::default() };
+        decide(&mut s, &limit(100), "a", "1", &holding(0, 0, 1, false), true, 0, STALE);
+        // The edge has not applied the grant yet: its lower allowance is not a release.
+        decide(&mut s, &limit(100), "a", "1", &holding(0, 0, 0, false), true, 0, STALE);
+        assert_eq!(s.issued, 50);
+        decide(&mut s, &limit(100), "a", "1", &holding(5, 5, 0, true), true, 0, STALE);
+        assert_eq!(s.issued, 5);
+    }
+
+    #[test]
+    fn stale_and_replaced_shares_are_taken_back_and_a_live_edge_is_counted_again() {
+        let mut s = QuotaPoolState { limit: 100, ..QuotaPoolState::default() };
+        decide(&mut s, &limit(100), "a", "1", &holding(0, 0, 1, false), true, 0, STALE);
+        decide(&mut s, &limit(100), "b", "1", &holding(0, 0, 1, false), true, 0, STALE);
+        let issued = s.issued;
+        // A restarted a (new epoch) takes its old share back, minus what it used (nothing).
+        decide(&mut s, &limit(100), "a", "2", &holding(0, 0, 0, false), true, 1_000, STALE);
+        assert_eq!(s.issued, issued - 50);
+        // b silent for longer than STALE: taken back when someone else reports.
+        let later = 1_000 + STALE.as_millis() as i64 + 1;
+        decide(&mut s, &limit(100), "a", "2", &holding(0, 0, 0, false), true, later, STALE);
+        assert_eq!(s.issued, 0);
+        // b was alive after all and still holds 12: it counts again.
+        decide(&mut s, &limit(100), "b", "1", &holding(12, 3, 0, false), true, later, STALE);
+        assert_eq!(s.issued, 12);
+    }
 }

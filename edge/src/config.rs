@@ -225,24 +225,33 @@ pub struct Scope {
 pub struct Limits {
     /// `key:{id}`, `project:{name}` or `team:{name}`: the pools' scope.
     pub scope: Arc<str>,
-    pub budget: bool,
-    pub rpm: bool,
-    pub tpm: bool,
+    /// micro-USD per period.
+    pub budget: Option<(u64, llmgw_shared::period::Period)>,
+    /// Per minute; 0 = none.
+    pub rpm: u64,
+    pub tpm: u64,
 }
 
 impl Limits {
     fn new(scope: String, limits: Option<&proto::Limits>, budget: Option<&proto::Budget>) -> Self {
+        let period = |b: &proto::Budget| {
+            llmgw_shared::period::Period::from_proto(
+                proto::Period::try_from(b.period).unwrap_or(proto::Period::Total),
+            )
+        };
         Self {
             scope: scope.into(),
-            budget: budget.is_some_and(|b| b.limit_usd > 0.0),
-            rpm: limits.is_some_and(|l| l.rpm > 0),
-            tpm: limits.is_some_and(|l| l.tpm > 0),
+            budget: budget
+                .filter(|b| b.limit_usd > 0.0)
+                .map(|b| ((b.limit_usd * 1e6).round() as u64, period(b))),
+            rpm: limits.map_or(0, |l| l.rpm),
+            tpm: limits.map_or(0, |l| l.tpm),
         }
     }
 
     #[must_use]
     pub fn any(&self) -> bool {
-        self.budget || self.rpm || self.tpm
+        self.budget.is_some() || self.rpm > 0 || self.tpm > 0
     }
 }
 

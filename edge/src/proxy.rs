@@ -18,7 +18,7 @@ use crate::config::{EdgeConfig, Endpoint, KeyEntry, ModelRoute};
 use crate::error::{ApiError, ClientFormat};
 use crate::forward::{self, RouteMeta};
 use crate::provider::ClientHeaders;
-use crate::quota::{Ask, Kind};
+use crate::quota::{Ask, Kind, Window};
 use crate::record::RequestRecord;
 use crate::relay::RespBody;
 use crate::state::Edge;
@@ -170,18 +170,15 @@ fn quota_asks(cfg: &EdgeConfig, key: &KeyEntry, route: &ModelRoute, estimate: Es
     let usd = route.targets.iter().map(|t| cost_micro_usd(t.pricing.as_ref(), tokens)).max().unwrap_or(0);
     let mut asks = Vec::with_capacity(3);
     for l in scopes.into_iter().flatten() {
-        if l.budget {
-            asks.push(Ask { scope: l.scope.clone(), kind: Kind::Usd, amount: usd });
+        let ask = |kind, amount, limit, window| Ask { scope: l.scope.clone(), kind, amount, limit, window };
+        if let Some((limit, period)) = l.budget {
+            asks.push(ask(Kind::Usd, usd, limit, Window::Budget(period)));
         }
-        if l.rpm {
-            asks.push(Ask { scope: l.scope.clone(), kind: Kind::Requests, amount: 1 });
+        if l.rpm > 0 {
+            asks.push(ask(Kind::Requests, 1, l.rpm, Window::Minute));
         }
-        if l.tpm {
-            asks.push(Ask {
-                scope: l.scope.clone(),
-                kind: Kind::Tokens,
-                amount: tokens.input + tokens.output,
-            });
+        if l.tpm > 0 {
+            asks.push(ask(Kind::Tokens, tokens.input + tokens.output, l.tpm, Window::Minute));
         }
     }
     asks

@@ -53,6 +53,34 @@ pub struct Ask {
     pub scope: Arc<str>,
     pub kind: Kind,
     pub amount: u64,
+    /// The pool's limit and period as the config states them: used only by an edge serving a
+    /// config file, which is its own grant authority (a control plane decides them otherwise).
+    pub limit: u64,
+    pub window: Window,
+}
+
+/// The period a pool's limit applies to.
+#[derive(Debug, Clone, Copy)]
+pub enum Window {
+    Budget(llmgw_shared::period::Period),
+    /// Rate limits: a minute.
+    Minute,
+}
+
+impl Window {
+    /// The period containing `now_ms`: its id and end (Unix ms).
+    fn current(self, now_ms: i64) -> (String, i64) {
+        match self {
+            Self::Budget(p) => {
+                let now = now_ms.div_euclid(1000);
+                (p.id(now), p.window(now).map_or(i64::MAX, |(_, end)| end * 1000))
+            }
+            Self::Minute => {
+                let i = now_ms.div_euclid(60_000);
+                (format!("m{i}"), (i + 1) * 60_000)
+            }
+        }
+    }
 }
 
 /// Why a request was refused.
@@ -110,14 +138,24 @@ pub struct Quota {
     cut_off_since: std::sync::atomic::AtomicI64,
     /// Spend past the allowance while no control plane is reachable (`budget_fail_mode: open`).
     fail_open: bool,
+    /// No control plane: this edge grants itself each pool's whole limit (a config file).
+    local: bool,
     wait: Duration,
     idle: Duration,
 }
 
 impl Quota {
+    /// An edge serving a config file: budgets and limits hold per process, from the limits in
+    /// the file, and start again from nothing when the process restarts.
+    #[must_use]
+    pub fn local() -> Self {
+        Self { local: true, ..Self::new(false, Duration::ZERO) }
+    }
+
     #[must_use]
     pub fn new(fail_open: bool, wait: Duration) -> Self {
         Self {
+            local: false,
             pools: Mutex::default(),
             granted: Notify::new(),
             asked: Notify::new(),
@@ -188,6 +226,17 @@ impl Quota {
             let pool = pools.entry((a.scope.clone(), a.kind)).or_default();
             if expired {
                 release(pool);
+            }
+            if self.local && (pool.period.is_empty() || now_ms >= pool.period_end_ms) {
+                let (period, end) = a.window.current(now_ms);
+                *pool = Pool {
+                    period,
+                    period_end_ms: end,
+                    allowance: a.limit,
+                    limit: a.limit,
+                    exhausted: true,
+                    ..Pool::default()
+                };
             }
             if !pool.period.is_empty() && now_ms >= pool.period_end_ms {
                 // The period (a rate window, mostly) is over: its allowance is not for this one.
@@ -397,7 +446,21 @@ mod tests {
     }
 
     fn ask(amount: u64) -> Vec<Ask> {
-        vec![Ask { scope: "key:k".into(), kind: Kind::Usd, amount }]
+        vec![Ask {
+            scope: "key:k".into(),
+            kind: Kind::Usd,
+            amount,
+            limit: 10,
+            window: Window::Budget(llmgw_shared::period::Period::Daily),
+        }]
+    }
+
+    #[tokio::test]
+    async fn a_config_file_edge_is_its_own_authority() {
+        let q = Quota::local();
+        q.reserve(&ask(6)).await.unwrap();
+        q.reserve(&ask(4)).await.unwrap();
+        assert!(matches!(q.reserve(&ask(1)).await, Err(Refusal::Budget { .. })));
     }
 
     #[tokio::test]

@@ -392,7 +392,8 @@ async fn session(
     let outbound = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
     let mut acks = client.report_usage(outbound).await?.into_inner();
     tracing::debug!(control_plane = %url, resent = outbox.pending.len(), "usage stream open");
-    edge.quota.set_connected(true);
+    // Connected, for quota purposes, once a control plane acks: an open stream to a replica
+    // whose store is down does not stop the cut-off clock.
     let _down = Disconnected(&edge.quota);
     let mut tick = tokio::time::interval(opts.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -414,6 +415,7 @@ async fn session(
             }
             ack = acks.message() => match ack? {
                 Some(a) => {
+                    edge.quota.set_connected(true);
                     if a.epoch == outbox.epoch {
                         edge.quota.apply(&a.grants, a.seq);
                     }

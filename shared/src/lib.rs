@@ -4,6 +4,7 @@
 pub mod configfile;
 pub mod keys;
 pub mod ops;
+pub mod period;
 pub mod pricing;
 pub mod telemetry;
 

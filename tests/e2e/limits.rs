@@ -168,3 +168,32 @@ async fn a_daily_budget_serves_again_after_the_day_boundary() {
         "the budget did not reopen after the day boundary"
     );
 }
+
+#[tokio::test]
+async fn a_config_file_edge_enforces_budgets_and_limits_itself() {
+    let mock = MockProvider::start().await.unwrap();
+    let yaml = format!(
+        r#"{}keys:
+  - name: capped
+    team: search
+    budget: {{ limit_usd: 0.10, period: total }}
+    secret: {{ value: sk-llmgw-capped-0001 }}
+  - name: slow
+    team: search
+    limits: {{ rpm: 3 }}
+    secret: {{ value: sk-llmgw-slow-0002 }}
+"#,
+        config(&mock.base_url())
+    );
+    let edge = Llmgw::edge(&yaml, &[]).await;
+    let url = edge.url("");
+    for (secret, served, code) in
+        [("sk-llmgw-capped-0001", 2, "budget_exceeded"), ("sk-llmgw-slow-0002", 3, "rate_limit_exceeded")]
+    {
+        for _ in 0..served {
+            assert_eq!(post(&url, "/v1/chat/completions", secret, &chat()).await.0, 200);
+        }
+        let (status, _, body) = post(&url, "/v1/chat/completions", secret, &chat()).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (429, Some(code)), "{body}");
+    }
+}
