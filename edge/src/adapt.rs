@@ -228,11 +228,14 @@ pub fn pipeline(mode: Mode, alias: &str, client_wants_usage: bool) -> Pipeline {
 pub struct Pipeline {
     first: Box<dyn StreamConverter>,
     second: Option<tr::anthropic_client::StreamFromOpenAi>,
+    /// Events written so far: a passed-through Responses stream numbers its events from 0, so
+    /// this is the `sequence_number` an error event of ours takes.
+    emitted: u64,
 }
 
 impl Pipeline {
     fn new(first: Box<dyn StreamConverter>, second: Option<tr::anthropic_client::StreamFromOpenAi>) -> Self {
-        Self { first, second }
+        Self { first, second, emitted: 0 }
     }
 
     /// One upstream event; what it completes is appended to `out` as wire bytes.
@@ -255,12 +258,27 @@ impl Pipeline {
                 Some(second) => {
                     for e in second.on_event(ev.event.as_deref(), &ev.data)? {
                         put(&e, out);
+                        self.emitted += 1;
                     }
                 }
-                None => put(&ev, out),
+                None => {
+                    put(&ev, out);
+                    self.emitted += 1;
+                }
             }
         }
         Ok(())
+    }
+
+    #[must_use]
+    pub fn emitted(&self) -> u64 {
+        self.emitted
+    }
+
+    /// The provider ended its stream with its own error event (passed on as is).
+    #[must_use]
+    pub fn failed(&self) -> bool {
+        self.first.failed()
     }
 
     /// The stream ended where the provider's format says it may.

@@ -100,10 +100,30 @@ enum Fault {
     Read(String),
 }
 
+/// The shape of an error event this relay writes itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorEvents {
+    OpenAiChat,
+    Anthropic,
+    /// OpenAI's Responses API: `event: error` with `type`, `code`, `sequence_number`.
+    Responses,
+}
+
+impl ErrorEvents {
+    #[must_use]
+    pub fn of(format: ClientFormat, responses: bool) -> Self {
+        match format {
+            ClientFormat::Anthropic => Self::Anthropic,
+            ClientFormat::OpenAi if responses => Self::Responses,
+            ClientFormat::OpenAi => Self::OpenAiChat,
+        }
+    }
+}
+
 pub struct ConvertRelay {
     source: Source,
     pipeline: Pipeline,
-    client: ClientFormat,
+    client: ErrorEvents,
     first: Option<Bytes>,
     deadline: Pin<Box<Sleep>>,
     record: RequestRecord,
@@ -120,7 +140,7 @@ impl ConvertRelay {
     pub fn new(
         source: Source,
         pipeline: Pipeline,
-        client: ClientFormat,
+        client: ErrorEvents,
         deadline: Instant,
         record: RequestRecord,
     ) -> Self {
@@ -162,7 +182,10 @@ impl ConvertRelay {
                     self.first = Some(held.freeze());
                     self.finished = true;
                     self.record.tokens = self.pipeline.tokens();
-                    self.record.finish(200, None);
+                    match self.pipeline.failed() {
+                        true => self.record.finish(502, Some("upstream_error")),
+                        false => self.record.finish(200, None),
+                    }
                     return Ok(self);
                 }
                 Step::End(_) => return Err(self.fail_start(StartError::ClosedEarly)),
@@ -178,13 +201,23 @@ impl ConvertRelay {
 
     fn error_event(&self, message: &str) -> Bytes {
         match self.client {
-            ClientFormat::OpenAi => {
+            ErrorEvents::Responses => {
+                let body = serde_json::json!({
+                    "type": "error",
+                    "code": "upstream_error",
+                    "message": message,
+                    "param": null,
+                    "sequence_number": self.pipeline.emitted(),
+                });
+                Bytes::from(format!("event: error\ndata: {body}\n\n"))
+            }
+            ErrorEvents::OpenAiChat => {
                 let body = serde_json::json!({
                     "error": { "message": message, "type": "api_error", "param": null, "code": "upstream_error" }
                 });
                 Bytes::from(format!("data: {body}\n\n"))
             }
-            ClientFormat::Anthropic => {
+            ErrorEvents::Anthropic => {
                 let body = llmgw_translate::anthropic_client::error(502, message);
                 Bytes::from(format!("event: error\ndata: {body}\n\n"))
             }
@@ -214,7 +247,11 @@ impl Stream for ConvertRelay {
             Step::End(b) => {
                 this.finished = true;
                 this.record.tokens = this.pipeline.tokens();
-                this.record.finish(200, None);
+                match this.pipeline.failed() {
+                    // The provider's own error event went to the client; the log says it failed.
+                    true => this.record.finish(502, Some("upstream_error")),
+                    false => this.record.finish(200, None),
+                }
                 Poll::Ready((!b.is_empty()).then_some(b))
             }
             Step::Fail(code, msg) => {

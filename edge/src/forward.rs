@@ -16,7 +16,7 @@ use crate::balance::{self, Estimate};
 use crate::body::RequestBody;
 use crate::breaker::now_ms;
 use crate::config::{Endpoint, ModelRoute, ProviderKind, Target};
-use crate::convert::{ConvertRelay, Source};
+use crate::convert::{ConvertRelay, ErrorEvents, Source};
 use crate::error::{ApiError, ClientFormat};
 use crate::metrics as m;
 use crate::provider::{self, ClientHeaders, RequestError, openai};
@@ -327,7 +327,8 @@ async fn attempt(
                 Source::sse(resp.into_body())
             };
             let pipeline = adapt::pipeline(mode, &route.name, req.body.include_usage);
-            let relay = ConvertRelay::new(source, pipeline, req.client, deadline, rec);
+            let errors = ErrorEvents::of(req.client, req.endpoint == Endpoint::Responses);
+            let relay = ConvertRelay::new(source, pipeline, errors, deadline, rec);
             match relay.start(ttft).await {
                 Ok(r) => RespBody::Converted(Box::new(r)),
                 Err((e, rec)) => {

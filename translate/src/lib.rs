@@ -81,6 +81,11 @@ pub trait StreamConverter: Send {
     /// Whether the provider's stream reached its documented end (a finish reason or stop
     /// event), so an end of input now is a clean end, not a cut connection.
     fn complete(&self) -> bool;
+    /// Whether the provider ended the stream with an error of its own (passed on to the
+    /// client as is): the answer failed even though the stream ended where it may.
+    fn failed(&self) -> bool {
+        false
+    }
 }
 
 pub mod anthropic;

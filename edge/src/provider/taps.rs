@@ -86,6 +86,7 @@ pub struct AnthropicTap {
     usage: Usage,
     started: bool,
     stopped: bool,
+    failed: bool,
 }
 
 impl StreamConverter for AnthropicTap {
@@ -112,6 +113,7 @@ impl StreamConverter for AnthropicTap {
             "message_stop" | "error" => {
                 self.started = true;
                 self.stopped = true;
+                self.failed |= kind == "error";
             }
             _ => {}
         }
@@ -134,6 +136,10 @@ impl StreamConverter for AnthropicTap {
     fn complete(&self) -> bool {
         self.stopped
     }
+
+    fn failed(&self) -> bool {
+        self.failed
+    }
 }
 
 /// The usage of an OpenAI Responses API response object.
@@ -152,12 +158,14 @@ pub struct ResponsesTap {
     usage: Usage,
     started: bool,
     ended: bool,
+    failed: bool,
 }
 
 impl StreamConverter for ResponsesTap {
     fn on_event(&mut self, event: Option<&str>, data: &str) -> Result<Vec<SseEvent>, TranslateError> {
         let v = parse(data)?;
         let kind = v.get("type").and_then(Value::as_str).unwrap_or_default();
+        self.failed |= matches!(kind, "response.failed" | "error");
         match kind {
             "response.created" | "response.in_progress" | "response.queued" => {}
             "response.completed" | "response.incomplete" | "response.failed" | "error" => {
@@ -186,6 +194,10 @@ impl StreamConverter for ResponsesTap {
 
     fn complete(&self) -> bool {
         self.ended
+    }
+
+    fn failed(&self) -> bool {
+        self.failed
     }
 }
 
