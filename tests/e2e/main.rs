@@ -13,6 +13,7 @@ mod dev;
 mod edge_errors;
 mod edge_ops;
 mod edge_proxy;
+mod exactly_once;
 mod limits;
 mod providers;
 mod responses;
