@@ -202,12 +202,15 @@ impl ConvertRelay {
     fn error_event(&self, message: &str) -> Bytes {
         match self.client {
             ErrorEvents::Responses => {
+                // The Responses API's error event, plus the `error` object the OpenAI SDKs raise
+                // on: a client iterating events sees `type: error`, an SDK user an exception.
                 let body = serde_json::json!({
                     "type": "error",
                     "code": "upstream_error",
                     "message": message,
                     "param": null,
                     "sequence_number": self.pipeline.emitted(),
+                    "error": { "message": message, "type": "api_error", "param": null, "code": "upstream_error" },
                 });
                 Bytes::from(format!("event: error\ndata: {body}\n\n"))
             }

@@ -136,8 +136,12 @@ async fn start(args: &EdgeArgs, stop: &CancellationToken) -> Result<Started, Edg
     // A second install would fail, and the default provider is what the upstream client uses.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let handle = metrics::install()?;
-    let quota =
-        quota::Quota::new(args.budget_fail_mode == FailMode::Open, Duration::from_millis(args.quota_wait_ms));
+    // A config file has no control plane to grant quota: the edge is its own authority.
+    let quota = if args.config.is_some() {
+        quota::Quota::local()
+    } else {
+        quota::Quota::new(args.budget_fail_mode == FailMode::Open, Duration::from_millis(args.quota_wait_ms))
+    };
     let edge = Arc::new(Edge::with_quota(
         ServerLimits {
             max_body_bytes: args.max_body_bytes,

@@ -201,7 +201,11 @@ async fn a_stream_cut_mid_way_ends_with_an_error_event() {
         "{text}"
     );
     assert_eq!(events.len(), 7, "{text}");
-    let (_, error) = &events[6];
+    let (name, error) = &events[6];
+    assert_eq!(*name, Some("error"), "{text}");
+    assert_eq!(error["type"], "error", "{text}");
+    assert_eq!(error["sequence_number"], 6, "{text}");
+    assert!(error["message"].as_str().is_some_and(|m| m.contains("mid-stream")), "{text}");
     assert!(error["error"]["message"].as_str().is_some_and(|m| m.contains("mid-stream")), "{text}");
     assert!(!text.contains("response.completed"), "{text}");
     assert_eq!(mock.hits("fault:drop"), 1);
