@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -194,9 +194,40 @@ impl SseRelay {
     }
 }
 
+/// Events already parsed together go out as one frame (one write), the first without a copy.
+#[derive(Default)]
+struct Batch {
+    first: Option<Bytes>,
+    more: Option<BytesMut>,
+}
+
+impl Batch {
+    fn push(&mut self, b: Bytes) {
+        match (&mut self.first, &mut self.more) {
+            (None, _) => self.first = Some(b),
+            (Some(_), Some(m)) => m.extend_from_slice(&b),
+            (Some(f), None) => {
+                let mut m = BytesMut::with_capacity(f.len() + b.len() * 4);
+                m.extend_from_slice(f);
+                m.extend_from_slice(&b);
+                self.more = Some(m);
+            }
+        }
+    }
+
+    fn take(self) -> Option<Bytes> {
+        match self.more {
+            Some(m) => Some(m.freeze()),
+            None => self.first,
+        }
+    }
+}
+
 impl Stream for SseRelay {
     type Item = Bytes;
 
+    /// Writes every event that is ready without waiting for the upstream, together: never holds
+    /// one back for a later read, but does not pay a frame per event either.
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = self.get_mut();
         if let Some(b) = this.first.take() {
@@ -205,28 +236,37 @@ impl Stream for SseRelay {
         if this.finished {
             return Poll::Ready(None);
         }
+        let mut batch = Batch::default();
         loop {
             if this.deadline.as_mut().poll(cx).is_ready() {
                 this.finished = true;
                 this.record.finish(504, Some("upstream_timeout"));
-                return Poll::Ready(Some(Self::error_event(
-                    "the upstream did not finish the stream in time",
-                )));
+                batch.push(Self::error_event("the upstream did not finish the stream in time"));
+                return Poll::Ready(batch.take());
             }
-            let ev = ready!(this.events.poll_next_unpin(cx));
+            let ev = match this.events.poll_next_unpin(cx) {
+                Poll::Ready(ev) => ev,
+                Poll::Pending => {
+                    return match batch.take() {
+                        Some(b) => Poll::Ready(Some(b)),
+                        None => Poll::Pending,
+                    };
+                }
+            };
             match this.classify(ev) {
-                Next::Emit(b) => return Poll::Ready(Some(b)),
+                Next::Emit(b) => batch.push(b),
                 Next::Skip => {}
                 Next::End => {
                     this.finished = true;
                     this.record.finish(200, None);
-                    return Poll::Ready(None);
+                    return Poll::Ready(batch.take());
                 }
                 Next::Fail(code, msg) => {
                     this.finished = true;
                     // The status already went out as 200; the access log says what happened.
                     this.record.finish(502, Some(code));
-                    return Poll::Ready(Some(Self::error_event(&msg)));
+                    batch.push(Self::error_event(&msg));
+                    return Poll::Ready(batch.take());
                 }
             }
         }

@@ -373,24 +373,27 @@ async fn session(
     drained: &CancellationToken,
     flush_by: &mut Option<Instant>,
 ) -> Result<Done, SessionError> {
-    let channel = crate::sync::connect(url).await.map_err(|e| SessionError::Connect(e.to_string()))?;
-    let token = opts
-        .token
-        .as_ref()
-        .and_then(|t| format!("Bearer {t}").parse::<tonic::metadata::MetadataValue<_>>().ok());
-    let mut client = SyncClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-        if let Some(t) = &token {
-            req.metadata_mut().insert("authorization", t.clone());
+    // Opening the stream is bounded by a shutdown's flush deadline: a control plane that hangs
+    // instead of refusing must not hold the edge's exit.
+    let resend: Vec<UsageReport> = outbox.pending.iter().map(|s| s.report.clone()).collect();
+    let first_new = outbox.next_seq;
+    let open = open_stream(url, opts, resend);
+    tokio::pin!(open);
+    let (tx, mut acks) = loop {
+        let deadline = flush_by.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+        tokio::select! {
+            r = &mut open => break r?,
+            () = drained.cancelled(), if flush_by.is_none() => {
+                outbox.cut(edge);
+                *flush_by = Some(Instant::now() + opts.flush_timeout);
+            }
+            () = tokio::time::sleep_until(deadline.into()), if flush_by.is_some() => return Ok(Done::Lost),
         }
-        Ok(req)
-    });
-    let (tx, rx) = mpsc::unbounded_channel::<UsageReport>();
-    // Everything unacked goes first, in the order it was numbered.
-    for s in &outbox.pending {
-        let _ = tx.send(s.report.clone());
+    };
+    // Reports cut while the stream was opening (a shutdown's last one) follow the resent ones.
+    for p in outbox.pending.iter().filter(|p| p.report.epoch == outbox.epoch && p.report.seq >= first_new) {
+        let _ = tx.send(p.report.clone());
     }
-    let outbound = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
-    let mut acks = client.report_usage(outbound).await?.into_inner();
     tracing::debug!(control_plane = %url, resent = outbox.pending.len(), "usage stream open");
     // Connected, for quota purposes, once a control plane acks: an open stream to a replica
     // whose store is down does not stop the cut-off clock.
@@ -432,6 +435,35 @@ async fn session(
             () = tokio::time::sleep_until(deadline.into()), if flush_by.is_some() => return Ok(Done::Lost),
         }
     }
+}
+
+type Acks = tonic::Streaming<llmgw_shared::proto::UsageAck>;
+
+/// Connects and opens the usage stream with every unacked report queued first, in the order it
+/// was numbered.
+async fn open_stream(
+    url: &str,
+    opts: &ReportOptions,
+    resend: Vec<UsageReport>,
+) -> Result<(mpsc::UnboundedSender<UsageReport>, Acks), SessionError> {
+    let channel = crate::sync::connect(url).await.map_err(|e| SessionError::Connect(e.to_string()))?;
+    let token = opts
+        .token
+        .as_ref()
+        .and_then(|t| format!("Bearer {t}").parse::<tonic::metadata::MetadataValue<_>>().ok());
+    let mut client = SyncClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        if let Some(t) = &token {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
+        Ok(req)
+    });
+    let (tx, rx) = mpsc::unbounded_channel::<UsageReport>();
+    for r in resend {
+        let _ = tx.send(r);
+    }
+    let outbound = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+    let acks = client.report_usage(outbound).await?.into_inner();
+    Ok((tx, acks))
 }
 
 #[cfg(test)]
