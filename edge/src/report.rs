@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use llmgw_shared::proto::sync_client::SyncClient;
 use llmgw_shared::proto::{UsageAck, UsageReport, UsageRow};
 use prost::Message as _;
 use rand::Rng;
@@ -447,16 +446,7 @@ async fn open_stream(
     resend: Vec<UsageReport>,
 ) -> Result<(mpsc::UnboundedSender<UsageReport>, Acks), SessionError> {
     let channel = crate::sync::connect(url).await.map_err(|e| SessionError::Connect(e.to_string()))?;
-    let token = opts
-        .token
-        .as_ref()
-        .and_then(|t| format!("Bearer {t}").parse::<tonic::metadata::MetadataValue<_>>().ok());
-    let mut client = SyncClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-        if let Some(t) = &token {
-            req.metadata_mut().insert("authorization", t.clone());
-        }
-        Ok(req)
-    });
+    let mut client = crate::sync::authorized(channel, opts.token.as_deref());
     let (tx, rx) = mpsc::unbounded_channel::<UsageReport>();
     for r in resend {
         let _ = tx.send(r);

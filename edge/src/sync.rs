@@ -70,6 +70,25 @@ pub async fn run(opts: SyncOptions, edge: Arc<Edge>, clients: ClientCache, stop:
     }
 }
 
+/// A sync client that presents the edge token (`authorization: Bearer`) on every call.
+pub(crate) fn authorized(
+    channel: Channel,
+    token: Option<&str>,
+) -> SyncClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        impl tonic::service::Interceptor + Clone + use<>,
+    >,
+> {
+    let token = token.and_then(|t| format!("Bearer {t}").parse::<tonic::metadata::MetadataValue<_>>().ok());
+    SyncClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        if let Some(t) = &token {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
+        Ok(req)
+    })
+}
+
 pub(crate) async fn connect(url: &str) -> Result<Channel, SessionError> {
     let ep = Endpoint::from_shared(url.to_owned()).map_err(|_| SessionError::Url(url.to_owned()))?;
     Ok(ep
@@ -89,17 +108,7 @@ async fn session(
     clients: &ClientCache,
 ) -> Result<bool, SessionError> {
     let channel = connect(url).await?;
-    let token = opts
-        .token
-        .as_ref()
-        .and_then(|t| format!("Bearer {t}").parse::<tonic::metadata::MetadataValue<_>>().ok());
-    let mut client = SyncClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-        if let Some(t) = &token {
-            req.metadata_mut().insert("authorization", t.clone());
-        }
-        Ok(req)
-    })
-    .max_decoding_message_size(MAX_MESSAGE);
+    let mut client = authorized(channel, opts.token.as_deref()).max_decoding_message_size(MAX_MESSAGE);
     let known = edge.config().map_or(0, |c| c.revision);
     let req = WatchConfigRequest {
         edge_id: opts.edge_id.clone(),

@@ -16,24 +16,7 @@ use crate::harness::{Llmgw, PATIENCE, admin};
 /// Every answer is 5 output tokens (the mock's reply), at $10,000 per million: exactly $0.05,
 /// and a request with `max_tokens: 5` reserves exactly that.
 fn config(base_url: &str, team_budget: &str) -> String {
-    format!(
-        r#"version: 1
-providers:
-  - name: mock
-    kind: openai_compatible
-    base_url: {base_url}
-    credentials: []
-models:
-  - name: chat
-    targets:
-      - provider: mock
-        model: gpt-4o-mini
-        pricing: {{ input_per_mtok: 0, output_per_mtok: 10000 }}
-teams:
-  - name: search
-{team_budget}
-"#
-    )
+    crate::fixtures::priced_config(base_url, (0.0, 10_000.0), team_budget)
 }
 
 async fn key(cp: &Llmgw, name: &str, extra: &[&str]) -> (String, String) {

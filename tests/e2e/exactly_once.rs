@@ -34,23 +34,7 @@ const MICRO_USD_PER_REQUEST: u64 = 6_175;
 const LEDGER_PATIENCE: Duration = Duration::from_secs(60);
 
 fn config(base_url: &str) -> String {
-    format!(
-        r#"version: 1
-providers:
-  - name: mock
-    kind: openai_compatible
-    base_url: {base_url}
-    credentials: []
-models:
-  - name: chat
-    targets:
-      - provider: mock
-        model: gpt-4o-mini
-        pricing: {{ input_per_mtok: 0.3, output_per_mtok: 1234.5 }}
-teams:
-  - name: search
-"#
-    )
+    crate::fixtures::priced_config(base_url, (0.3, 1234.5), "")
 }
 
 /// Clients sending one request per ticket to the edges in `edges`; a ticket whose edge cannot

@@ -81,3 +81,27 @@ pub async fn error_of(resp: reqwest::Response) -> (u16, serde_json::Value) {
     assert!(e.get("param").is_some() && e.get("code").is_some(), "param/code missing in {body}");
     (status, e)
 }
+
+/// A cluster config: the mock as the only provider, model `chat` at `pricing` (USD per million
+/// input and output tokens), and a team `search` with `team_extra` (indented YAML) spliced in.
+pub fn priced_config(base_url: &str, pricing: (f64, f64), team_extra: &str) -> String {
+    let (input, output) = pricing;
+    format!(
+        r#"version: 1
+providers:
+  - name: mock
+    kind: openai_compatible
+    base_url: {base_url}
+    credentials: []
+models:
+  - name: chat
+    targets:
+      - provider: mock
+        model: gpt-4o-mini
+        pricing: {{ input_per_mtok: {input}, output_per_mtok: {output} }}
+teams:
+  - name: search
+{team_extra}
+"#
+    )
+}

@@ -16,23 +16,7 @@ use crate::harness::{Llmgw, PATIENCE, admin};
 const WINDOW_MS: u64 = 3_000;
 
 fn config(base_url: &str) -> String {
-    format!(
-        r#"version: 1
-providers:
-  - name: mock
-    kind: openai_compatible
-    base_url: {base_url}
-    credentials: []
-models:
-  - name: chat
-    targets:
-      - provider: mock
-        model: gpt-4o-mini
-        pricing: {{ input_per_mtok: 0, output_per_mtok: 10000 }}
-teams:
-  - name: search
-"#
-    )
+    crate::fixtures::priced_config(base_url, (0.0, 10_000.0), "")
 }
 
 async fn key(cp: &Llmgw, name: &str, extra: &[&str]) -> String {
