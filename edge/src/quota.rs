@@ -258,13 +258,24 @@ impl Quota {
             }
         }
         let mut r = Reservation { items: Vec::with_capacity(asks.len()) };
+        let mut low = false;
         for a in asks {
             if let Some(pool) = pools.get_mut(&(a.scope.clone(), a.kind)) {
                 pool.used += a.amount;
                 pool.last_use = Some(now);
                 pool.dirty = true;
                 r.items.push((a.scope.clone(), a.kind, pool.period.clone(), a.amount));
+                // Running low: ask for more now, while this and the next requests still fit,
+                // so steady traffic never waits for a grant.
+                if !self.local && !pool.exhausted && pool.want == 0 && pool.allowance - pool.used < pool.allowance / 4 {
+                    pool.want = a.amount.max(1);
+                    low = true;
+                }
             }
+        }
+        drop(pools);
+        if low {
+            self.asked.notify_one();
         }
         Ok(r)
     }
