@@ -267,7 +267,11 @@ impl Quota {
                 r.items.push((a.scope.clone(), a.kind, pool.period.clone(), a.amount));
                 // Running low: ask for more now, while this and the next requests still fit,
                 // so steady traffic never waits for a grant.
-                if !self.local && !pool.exhausted && pool.want == 0 && pool.allowance - pool.used < pool.allowance / 4 {
+                if !self.local
+                    && !pool.exhausted
+                    && pool.want == 0
+                    && pool.allowance - pool.used < pool.allowance / 4
+                {
                     pool.want = a.amount.max(1);
                     low = true;
                 }
