@@ -26,6 +26,13 @@ fn with_new_key(base: &str) -> String {
     format!("{}  - name: added\n    team: search\n    secret: {{ value: {NEW_KEY} }}\n", config(base, ""))
 }
 
+/// Writes the file whole (a rename), so a reload never reads it half-written.
+fn replace(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 #[tokio::test]
 async fn sighup_reloads_and_a_bad_file_keeps_the_old_config() {
     let mock = MockProvider::start().await.unwrap();
@@ -33,12 +40,12 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_old_config() {
     let path = gw.dir.join("llmgw.yaml");
     assert_eq!(chat_status(&gw, NEW_KEY).await, 401);
 
-    std::fs::write(&path, with_new_key(&mock.base_url())).unwrap();
+    replace(&path, &with_new_key(&mock.base_url()));
     gw.signal("HUP");
     gw.wait_log(|l| l["message"] == "configuration reloaded").await;
     assert_eq!(chat_status(&gw, NEW_KEY).await, 200);
 
-    std::fs::write(&path, "version: 1\nproviders: [ {name: x, kind: nope} ]\n").unwrap();
+    replace(&path, "version: 1\nproviders: [ {name: x, kind: nope} ]\n");
     gw.signal("HUP");
     let line =
         gw.wait_log(|l| l["message"] == "configuration rejected; still serving the previous one").await;

@@ -133,7 +133,18 @@ pub(crate) struct Batcher {
     /// Puts the waiting reports would need at most (shards counted once per report): says when
     /// a full transaction is waiting.
     ops_estimate: usize,
+    /// Per edge process, the lowest seq `expire` failed: until a report at or below it arrives
+    /// (the edge's resend, in order), later ones are failed too. Otherwise reports of the old
+    /// stream still on their way would be counted, move the marker past the failed ones, and
+    /// make their resends look like duplicates: acked, never counted.
+    /// Kept for [`GATE_TTL`]: long enough for the old stream's leftovers to drain from the
+    /// queue, short enough that an edge whose resend went to another replica is not turned away
+    /// here for long.
+    gates: HashMap<MarkerId, (u64, Instant)>,
 }
+
+/// How long a gate set by `expire` holds.
+const GATE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn row_bytes(k: &RowKey) -> usize {
     // Five strings with tags and lengths, six varints of up to 10 bytes with tags, the row's own
@@ -153,10 +164,21 @@ impl Batcher {
             next_order: 0,
             pending: 0,
             ops_estimate: 0,
+            gates: HashMap::new(),
         }
     }
 
     pub(crate) fn push(&mut self, marker: MarkerId, mut p: Pending) {
+        if let Some(&(gate, set)) = self.gates.get(&marker) {
+            if p.seq > gate && set.elapsed() < GATE_TTL {
+                let _ = p.reply.send(Err(LedgerError::Unavailable(format!(
+                    "report {} waits for the resend of report {gate}, which was not committed",
+                    p.seq
+                ))));
+                return;
+            }
+            self.gates.remove(&marker);
+        }
         p.order = self.next_order;
         self.next_order += 1;
         self.pending += 1;
@@ -234,7 +256,12 @@ impl Batcher {
             .collect();
         let mut n = 0;
         for id in old {
-            // A group's later reports would be counted after a gap: fail the whole group.
+            // A group's later reports would be counted after a gap: fail the whole group, and
+            // the rest of its stream until the edge resends from the first one failed.
+            if let Some(first) = self.groups.get(&id).and_then(|g| g.iter().map(|p| p.seq).min()) {
+                let gate = self.gates.entry(id.clone()).or_insert((first, Instant::now()));
+                *gate = (gate.0.min(first), Instant::now());
+            }
             while let Some(p) = self.pop(&id) {
                 let _ = p.reply.send(Err(LedgerError::Unavailable(format!(
                     "the ledger could not commit this report within {}s",
@@ -825,6 +852,31 @@ mod tests {
         assert_eq!(b.expire(later, std::time::Duration::from_secs(30)), 1);
         assert!(matches!(outcome(&mut second), Some(Err(LedgerError::Unavailable(_)))));
         assert_eq!(b.pending(), 0);
+    }
+
+    /// Overload: a report waits past `max_wait` and is failed while later reports of the same
+    /// stream are still on their way. Those must not be counted before the failed one's resend,
+    /// or the resend would be taken for a duplicate and never counted.
+    #[test]
+    fn reports_after_an_expired_one_wait_for_its_resend() {
+        let (mut b, mut store) = (Batcher::new(Limits { ops: 64, bytes: 1 << 20 }), Fake::default());
+        let mut two = push(&mut b, "a", "e", 2, &["k"], 2);
+        let later = Instant::now() + std::time::Duration::from_secs(60);
+        assert_eq!(b.expire(later, std::time::Duration::from_secs(30)), 1);
+        assert!(matches!(outcome(&mut two), Some(Err(_))));
+        // Report 3 of the old stream arrives after the failure: failed too, not counted.
+        let mut three = push(&mut b, "a", "e", 3, &["k"], 3);
+        assert!(matches!(outcome(&mut three), Some(Err(_))));
+        assert_eq!(b.pending(), 0);
+        // The edge resends 2 and 3, in order: both counted.
+        let mut two = push(&mut b, "a", "e", 2, &["k"], 2);
+        let mut three = push(&mut b, "a", "e", 3, &["k"], 3);
+        while step(&mut b, &mut store).is_none() {}
+        while b.pending() > 0 {
+            let _ = step(&mut b, &mut store);
+        }
+        assert!(matches!(outcome(&mut two), Some(Ok(Outcome::Counted))));
+        assert!(matches!(outcome(&mut three), Some(Ok(Outcome::Counted))));
     }
 
     /// Edges report to random replicas, resend what was not acked after random failovers, and
