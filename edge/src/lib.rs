@@ -27,6 +27,7 @@ pub mod usage;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -156,8 +157,9 @@ async fn start(args: &EdgeArgs, stop: &CancellationToken) -> Result<Started, Edg
         Some(path) => {
             let loaded = reload::stamp(path);
             let cfg = reload::load(path, 1, &clients)?;
-            tracing::info!(file = %path.display(), keys = cfg.keys.len(), models = cfg.models.len(), "configuration loaded");
+            let (keys, models) = (cfg.keys.len(), cfg.models.len());
             edge.publish(cfg);
+            tracing::info!(file = %path.display(), keys, models, "configuration loaded");
             Some((path.clone(), loaded))
         }
         None if args.control_plane.is_empty() => return Err(EdgeError::NoSource),
@@ -217,7 +219,7 @@ pub async fn run(args: EdgeArgs, stop: CancellationToken) -> Result<(), EdgeErro
     let http = listener.local_addr().map_err(|source| EdgeError::Bind { addr, source })?;
     // Logged once every handler (SIGHUP included) is in place: tests and scripts wait for it.
     tracing::info!(http = %http, metrics = %started.metrics_addr, "edge listening");
-    server::serve(listener, started.edge, started.opts, stop).await;
+    server::serve(listener, started.edge, started.opts, stop, Arc::new(AtomicUsize::new(1))).await;
     started.drained.cancel();
     started.tasks.close();
     started.tasks.wait().await;
@@ -254,14 +256,15 @@ pub fn run_threaded(
             .and_then(|l| l.local_addr().ok())
             .ok_or_else(|| EdgeError::Bind { addr, source: std::io::Error::other("no listener") })?;
         let mut threads = Vec::with_capacity(workers);
+        let open = Arc::new(AtomicUsize::new(listeners.len()));
         for (i, listener) in listeners.into_iter().enumerate() {
-            let (edge, stop, opts) = (started.edge.clone(), stop.clone(), started.opts);
+            let (edge, stop, opts, open) = (started.edge.clone(), stop.clone(), started.opts, open.clone());
             let spawned = std::thread::Builder::new().name(format!("llmgw-edge-{i}")).spawn(move || {
                 upstream::set_worker(i);
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    server::serve(listener, edge, opts, stop).await;
+                    server::serve(listener, edge, opts, stop, open).await;
                     Ok::<(), std::io::Error>(())
                 })
             });

@@ -98,14 +98,10 @@ async fn watch_loop(
         match built {
             Ok(Ok(cfg)) => {
                 revision += 1;
-                tracing::info!(
-                    reason = why,
-                    revision,
-                    keys = cfg.keys.len(),
-                    models = cfg.models.len(),
-                    "configuration reloaded"
-                );
+                let (keys, models) = (cfg.keys.len(), cfg.models.len());
+                // Logged after the swap: a reader of the log may act on it at once.
                 edge.publish(cfg);
+                tracing::info!(reason = why, revision, keys, models, "configuration reloaded");
             }
             Ok(Err(e)) => {
                 metrics::counter!(crate::metrics::CONFIG_RELOAD_FAILURES).increment(1);

@@ -1,6 +1,7 @@
 //! The client-facing HTTP server: HTTP/1.1 and HTTP/2, slow-client timeouts, graceful drain.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,7 +22,16 @@ pub struct ServerOptions {
 }
 
 /// Accepts until `stop` is cancelled, then lets in-flight requests finish within the grace.
-pub async fn serve(listener: TcpListener, edge: Arc<Edge>, opts: ServerOptions, stop: CancellationToken) {
+///
+/// `open` counts the listeners (one per worker) still accepting; the worker that closes the last
+/// one logs that draining began, so the line means no new connection is accepted anywhere.
+pub async fn serve(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    opts: ServerOptions,
+    stop: CancellationToken,
+    open: Arc<AtomicUsize>,
+) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(opts.header_read_timeout).keep_alive(true);
     builder
@@ -55,7 +65,9 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>, opts: ServerOptions, 
         });
     }
     drop(listener);
-    tracing::info!(grace_ms = opts.shutdown_grace.as_millis() as u64, "draining in-flight requests");
+    if open.fetch_sub(1, Ordering::AcqRel) == 1 {
+        tracing::info!(grace_ms = opts.shutdown_grace.as_millis() as u64, "draining in-flight requests");
+    }
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(opts.shutdown_grace) => tracing::warn!("shutdown grace elapsed; closing remaining connections"),

@@ -145,14 +145,10 @@ async fn session(
                     EdgeConfig::build(&s, &ResolveCtx { base_dir: None, env: &env, strict: false }, &clients)
                 })
                 .await??;
-                let rev = built.revision;
-                tracing::info!(
-                    revision = rev,
-                    keys = built.keys.len(),
-                    models = built.models.len(),
-                    "snapshot applied"
-                );
+                let (rev, keys, models) = (built.revision, built.keys.len(), built.models.len());
+                // Logged after the swap: a reader of the log may act on it at once.
                 edge.publish(built);
+                tracing::info!(revision = rev, keys, models, "snapshot applied");
                 rev
             }
             Some(config_update::Update::Delta(d)) if d.revision > have => {
@@ -168,8 +164,8 @@ async fn session(
                 })
                 .await??;
                 let rev = built.revision;
-                tracing::debug!(revision = rev, "delta applied");
                 edge.publish(built);
+                tracing::debug!(revision = rev, "delta applied");
                 rev
             }
             _ => have,
