@@ -11,6 +11,7 @@ use llmgw_shared::proto;
 
 use std::time::Duration;
 
+use crate::FastMap;
 use crate::balance::{Rotation, Strategy, smooth_schedule};
 use crate::breaker::{Policy, TargetHealth};
 use crate::upstream::{ClientCache, Clients};
@@ -308,11 +309,11 @@ pub struct EdgeConfig {
     pub revision: u64,
     pub keys: imbl::HashMap<[u8; 32], Arc<KeyEntry>>,
     key_hashes: imbl::HashMap<Arc<str>, [u8; 32]>,
-    pub models: HashMap<Arc<str>, Arc<ModelRoute>>,
+    pub models: FastMap<Arc<str>, Arc<ModelRoute>>,
     /// Aliases in configuration order, for `GET /v1/models`.
     pub model_order: Vec<Arc<str>>,
-    pub teams: HashMap<Arc<str>, Arc<Scope>>,
-    pub projects: HashMap<Arc<str>, Arc<Scope>>,
+    pub teams: FastMap<Arc<str>, Arc<Scope>>,
+    pub projects: FastMap<Arc<str>, Arc<Scope>>,
     sources: Sources,
 }
 
@@ -526,7 +527,7 @@ impl EdgeConfig {
                 providers.insert(p.name.as_str(), Arc::new(built));
             }
         }
-        self.models = HashMap::with_capacity(self.sources.models.len());
+        self.models = FastMap::with_capacity_and_hasher(self.sources.models.len(), Default::default());
         self.model_order = Vec::with_capacity(self.sources.models.len());
         for m in &self.sources.models {
             let err = |reason: String| BuildError::Model { model: m.name.clone(), reason };
@@ -606,7 +607,7 @@ impl EdgeConfig {
                 )
             })
             .collect();
-        let mut projects = HashMap::with_capacity(self.sources.projects.len());
+        let mut projects = FastMap::with_capacity_and_hasher(self.sources.projects.len(), Default::default());
         for p in &self.sources.projects {
             let team = if self.teams.contains_key(p.team.as_str()) {
                 Ok(p.team.as_str())

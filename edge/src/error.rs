@@ -75,22 +75,46 @@ impl From<crate::quota::Refusal> for ApiError {
 /// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers; the reset reads
 /// like OpenAI's (`6s`, `1m0s`).
 pub fn rate_headers(
-    what: &str,
+    tokens: bool,
     limit: u64,
     remaining: u64,
     reset: std::time::Duration,
-) -> Vec<(HeaderName, HeaderValue)> {
-    let name = |k: &str| HeaderName::try_from(format!("x-ratelimit-{k}-{what}")).ok();
-    let secs = reset.as_secs_f64();
-    let reset_text = if secs >= 60.0 {
-        format!("{}m{}s", (secs / 60.0) as u64, (secs % 60.0) as u64)
-    } else {
-        format!("{secs:.0}s")
+) -> [(HeaderName, HeaderValue); 3] {
+    // Every answer under a limit carries these, so no formatting machinery: static names and
+    // integer values (it was ~7,000 instructions a request; callgrind, issue 8).
+    const REQUESTS: [HeaderName; 3] = [
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
+    ];
+    const TOKENS: [HeaderName; 3] = [
+        HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+    ];
+    let [l, r, t] = if tokens { TOKENS } else { REQUESTS };
+    [(l, HeaderValue::from(limit)), (r, HeaderValue::from(remaining)), (t, reset_value(reset))]
+}
+
+/// OpenAI's form: `1m30s` from a minute up, whole seconds (rounded) below.
+fn reset_value(reset: std::time::Duration) -> HeaderValue {
+    let mut buf = itoa::Buffer::new();
+    let mut out = [0u8; 48];
+    let mut n = 0;
+    let mut put = |s: &[u8]| {
+        out[n..n + s.len()].copy_from_slice(s);
+        n += s.len();
     };
-    [("limit", limit.to_string()), ("remaining", remaining.to_string()), ("reset", reset_text)]
-        .into_iter()
-        .filter_map(|(k, v)| Some((name(k)?, HeaderValue::try_from(v).ok()?)))
-        .collect()
+    let secs = reset.as_secs();
+    if secs >= 60 {
+        put(buf.format(secs / 60).as_bytes());
+        put(b"m");
+        put(buf.format(secs % 60).as_bytes());
+    } else {
+        put(buf.format((reset.as_millis() as u64 + 500) / 1000).as_bytes());
+    }
+    put(b"s");
+    HeaderValue::from_bytes(&out[..n]).unwrap_or(HeaderValue::from_static("0s"))
 }
 
 /// One row of the mapping table: what the client sees.
@@ -174,12 +198,7 @@ impl ApiError {
             Self::RateLimited { tokens, limit, remaining, reset, .. } => {
                 let secs = reset.as_secs() + u64::from(reset.subsec_nanos() > 0);
                 let mut h = vec![(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)))];
-                h.extend(rate_headers(
-                    if *tokens { "tokens" } else { "requests" },
-                    *limit,
-                    *remaining,
-                    *reset,
-                ));
+                h.extend(rate_headers(*tokens, *limit, *remaining, *reset));
                 h
             }
             Self::BudgetExceeded { .. } => {
@@ -217,5 +236,25 @@ mod tests {
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "authentication_error");
         assert_eq!(v["error"]["message"], "invalid API key");
+    }
+
+    #[test]
+    fn rate_headers_use_openais_names_and_reset_form() {
+        use std::time::Duration;
+        let h = rate_headers(true, 1000, 250, Duration::from_secs(90));
+        let text: Vec<_> = h.iter().map(|(k, v)| format!("{k}: {}", v.to_str().unwrap())).collect();
+        assert_eq!(
+            text,
+            [
+                "x-ratelimit-limit-tokens: 1000",
+                "x-ratelimit-remaining-tokens: 250",
+                "x-ratelimit-reset-tokens: 1m30s"
+            ]
+        );
+        let reset = |d| rate_headers(false, 1, 0, d)[2].1.to_str().unwrap().to_owned();
+        assert_eq!(reset(Duration::from_millis(1_600)), "2s");
+        assert_eq!(reset(Duration::from_millis(400)), "0s");
+        assert_eq!(reset(Duration::from_secs(3_600)), "60m0s");
+        assert_eq!(rate_headers(false, 1, 0, Duration::ZERO)[0].0, "x-ratelimit-limit-requests");
     }
 }

@@ -33,6 +33,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::{Edge, ServerLimits};
+
+/// The hash map of the per-request path. Its keys are names the operator configured, not client
+/// input, so a fast seeded hash replaces SipHash, which cost ~4,000 instructions a request in
+/// quota, usage and route lookups (callgrind, issue 8).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use crate::upstream::ClientCache;
 
 #[derive(Debug, Clone, clap::Args)]

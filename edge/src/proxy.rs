@@ -48,8 +48,10 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
     {
         return v.clone();
     }
-    let id = format!("{:032x}", rand::random::<u128>());
-    HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("-"))
+    let mut hex = [0u8; 32];
+    // `hex` rather than `format!`: this runs for every request.
+    let _ = hex::encode_to_slice(rand::random::<u128>().to_be_bytes(), &mut hex);
+    HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("-"))
 }
 
 async fn dispatch(edge: Arc<Edge>, req: Request<Incoming>, request_id: HeaderValue, start: Instant) -> Resp {
@@ -186,11 +188,11 @@ fn quota_asks(cfg: &EdgeConfig, key: &KeyEntry, route: &ModelRoute, estimate: Es
 
 /// OpenAI's `x-ratelimit-*` headers for the first rate limit on the request's path.
 fn rate_limit_headers(edge: &Edge, asks: &[Ask]) -> Vec<(HeaderName, HeaderValue)> {
-    let mut out = Vec::new();
-    for (kind, name) in [(Kind::Requests, "requests"), (Kind::Tokens, "tokens")] {
+    let mut out = Vec::with_capacity(6);
+    for kind in [Kind::Requests, Kind::Tokens] {
         let Some(a) = asks.iter().find(|a| a.kind == kind) else { continue };
         if let Some((limit, remaining, reset)) = edge.quota.rate_status(&a.scope, kind) {
-            out.extend(crate::error::rate_headers(name, limit, remaining, reset));
+            out.extend(crate::error::rate_headers(kind == Kind::Tokens, limit, remaining, reset));
         }
     }
     out
@@ -261,7 +263,9 @@ async fn proxy(
     if !asks.is_empty() {
         let reservation = edge.quota.reserve(&asks).await.map_err(ApiError::from)?;
         rec.reservation = Some(reservation);
-        *rate_headers = rate_limit_headers(edge, &asks);
+        if asks.iter().any(|a| matches!(a.kind, Kind::Requests | Kind::Tokens)) {
+            *rate_headers = rate_limit_headers(edge, &asks);
+        }
     }
     let req = forward::Request {
         body: &body,

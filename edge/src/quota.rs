@@ -11,12 +11,13 @@
 //! control plane never grants more than a pool's limit, so a pool is exceeded only by the amount
 //! by which settled amounts exceed their reservations.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use llmgw_shared::proto::{QuotaGrant, QuotaHolding, QuotaKind};
+
+use crate::FastMap;
 use tokio::sync::Notify;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,7 +128,7 @@ impl Reservation {
 }
 
 pub struct Quota {
-    pools: Mutex<HashMap<(Arc<str>, Kind), Pool>>,
+    pools: Mutex<FastMap<(Arc<str>, Kind), Pool>>,
     /// Grants arrived: waiting requests look again.
     granted: Notify,
     /// A request is waiting for more: the reporter sends a report now.
@@ -167,7 +168,7 @@ impl Quota {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<(Arc<str>, Kind), Pool>> {
+    fn lock(&self) -> MutexGuard<'_, FastMap<(Arc<str>, Kind), Pool>> {
         self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 

@@ -4,11 +4,12 @@
 //! Sharded mutexes held only for a hash-map update (never across an await), so two cores
 //! recording at full rate rarely meet on the same shard.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 use llmgw_shared::pricing::Tokens;
+
+use crate::FastMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UsageKey {
@@ -33,13 +34,16 @@ pub struct UsageCounts {
 const SHARDS: usize = 16;
 
 pub struct UsageLedger {
-    hasher: RandomState,
-    shards: [Mutex<HashMap<UsageKey, UsageCounts>>; SHARDS],
+    hasher: foldhash::fast::RandomState,
+    shards: [Mutex<FastMap<UsageKey, UsageCounts>>; SHARDS],
 }
 
 impl Default for UsageLedger {
     fn default() -> Self {
-        Self { hasher: RandomState::new(), shards: std::array::from_fn(|_| Mutex::default()) }
+        Self {
+            hasher: foldhash::fast::RandomState::default(),
+            shards: std::array::from_fn(|_| Mutex::default()),
+        }
     }
 }
 

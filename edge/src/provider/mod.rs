@@ -62,6 +62,9 @@ pub struct Urls {
     embeddings: Option<Uri>,
     responses: Option<Uri>,
     count_tokens: Option<Uri>,
+    /// The `Host` header of every URL above (one base URL), built once: hyper would otherwise
+    /// format it on every request.
+    host: Option<HeaderValue>,
 }
 
 impl Urls {
@@ -71,7 +74,7 @@ impl Urls {
         let base = base.trim_end_matches('/');
         let parse = |s: String| s.parse::<Uri>().map_err(|e| format!("{s:?} is not a valid URL: {e}"));
         let at = |suffix: &str| parse(format!("{base}{suffix}")).map(Some);
-        Ok(match kind {
+        let mut urls = match kind {
             ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
                 let chat = at("/chat/completions")?;
                 Self {
@@ -81,6 +84,7 @@ impl Urls {
                     embeddings: at("/embeddings")?,
                     responses: at("/responses")?,
                     count_tokens: None,
+                    host: None,
                 }
             }
             ProviderKind::AzureOpenAi => {
@@ -118,7 +122,9 @@ impl Urls {
                 chat_stream: at(&llmgw_translate::bedrock::converse_path(model, true))?,
                 ..Self::default()
             },
-        })
+        };
+        urls.host = urls.chat.as_ref().and_then(host_header);
+        Ok(urls)
     }
 
     /// Where `endpoint` goes for this target. Anthropic-format requests go to the chat URL: for
@@ -133,6 +139,19 @@ impl Urls {
             Endpoint::Responses => self.responses.as_ref(),
             Endpoint::CountTokens => self.count_tokens.as_ref(),
         }
+    }
+}
+
+/// What hyper would send as `Host`: the host, and the port unless it is the scheme's default.
+fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let default = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    match uri.port_u16() {
+        Some(p) if p != default => HeaderValue::try_from(format!("{host}:{p}")).ok(),
+        _ => HeaderValue::from_str(host).ok(),
     }
 }
 
@@ -224,6 +243,9 @@ pub fn request(
     *req.method_mut() = Method::POST;
     *req.uri_mut() = uri;
     let h = req.headers_mut();
+    if let Some(host) = &target.urls.host {
+        h.insert(http::header::HOST, host.clone());
+    }
     h.insert(CONTENT_TYPE, JSON);
     let accept = match (stream, provider.kind) {
         (true, ProviderKind::Bedrock) => AWS_EVENT_STREAM,
