@@ -82,7 +82,7 @@ impl Sync for SyncService {
         let (tx, rx) = mpsc::channel::<Result<ConfigUpdate, Status>>(16);
         let (bc, registry, key) = (self.broadcaster.clone(), self.registry.clone(), self.master_key.clone());
         let mut updates = bc.subscribe();
-        registry.connected(&req.edge_id, &req.version).await;
+        registry.connected(&req.edge_id, &req.version);
         tokio::spawn(async move {
             let key = key.as_deref();
             let mut sent = match bc.start_for(req.known_revision as i64) {
@@ -137,7 +137,7 @@ impl Sync for SyncService {
         req: Request<AckConfigRequest>,
     ) -> Result<Response<AckConfigResponse>, Status> {
         let req = req.into_inner();
-        self.registry.applied(&req.edge_id, req.applied_revision).await;
+        self.registry.applied(&req.edge_id, req.applied_revision);
         Ok(Response::new(AckConfigResponse {}))
     }
 
