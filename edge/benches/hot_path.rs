@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use eventsource_stream::Eventsource;
+use eventsource_stream2::Eventsource;
 use futures_util::{FutureExt, StreamExt};
 use http::HeaderMap;
 use llmgw_edge::adapt::{self, Mode};

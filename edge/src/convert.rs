@@ -10,7 +10,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use eventsource_stream::{EventStream, Eventsource};
+use eventsource_stream2::{EventStream, Eventsource};
 use futures_util::{Stream, StreamExt};
 use http_body_util::BodyDataStream;
 use hyper::body::Incoming;
@@ -58,10 +58,10 @@ impl Source {
                     let name = (!ev.event.is_empty() && ev.event != "message").then_some(ev.event);
                     Ok((name, ev.data))
                 }
-                Err(eventsource_stream::EventStreamError::Transport(e)) => {
-                    Err(Fault::Read(format!("the upstream connection failed mid-stream: {e}")))
-                }
-                Err(e) => Err(Fault::Malformed(format!("the upstream sent a malformed event stream: {e}"))),
+                Err(e) => match e.as_transport() {
+                    Some(t) => Err(Fault::Read(format!("the upstream connection failed mid-stream: {t}"))),
+                    None => Err(Fault::Malformed(format!("the upstream sent a malformed event stream: {e}"))),
+                },
             })),
             Self::Aws { body, decoder, queue } => loop {
                 if let Some((name, kind, payload)) = queue.pop_front() {

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use eventsource_stream::{EventStream, Eventsource};
+use eventsource_stream2::{EventStream, Eventsource};
 use futures_util::{Stream, StreamExt};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyDataStream;
@@ -80,6 +80,10 @@ pub struct SseRelay {
     record: RequestRecord,
     saw_done: bool,
     finished: bool,
+    /// The first token went out. Before it every event is parsed (garbage then can still be
+    /// retried on another target); after it only the one that carries usage is, and the others
+    /// are relayed as they came, as a reverse proxy would.
+    started: bool,
 }
 
 enum Next {
@@ -99,6 +103,7 @@ impl SseRelay {
             record,
             saw_done: false,
             finished: false,
+            started: false,
         }
     }
 
@@ -124,6 +129,7 @@ impl SseRelay {
                     self.record.ttft = Some(self.record.start.elapsed());
                     held.extend_from_slice(&b);
                     self.first = Some(held.freeze());
+                    self.started = true;
                     return Ok(self);
                 }
                 Next::Skip => {}
@@ -140,7 +146,7 @@ impl SseRelay {
 
     fn classify(
         &mut self,
-        ev: Option<Result<eventsource_stream::Event, eventsource_stream::EventStreamError<hyper::Error>>>,
+        ev: Option<Result<eventsource_stream2::Event, eventsource_stream2::EventStreamError<hyper::Error>>>,
     ) -> Next {
         let ev = match ev {
             None if self.saw_done => return Next::End,
@@ -162,10 +168,17 @@ impl SseRelay {
             self.saw_done = true;
             return Next::Emit(Bytes::from_static(b"data: [DONE]\n\n"));
         }
-        let chunk: StreamChunk = match serde_json::from_str(&ev.data) {
-            Ok(c) => c,
-            Err(e) => {
-                return Next::Fail("malformed", format!("the upstream sent an event that is not JSON: {e}"));
+        let chunk = if self.started && !StreamChunk::may_carry_usage(ev.data.as_bytes()) {
+            StreamChunk { usage: None, choices: None }
+        } else {
+            match serde_json::from_str::<StreamChunk>(&ev.data) {
+                Ok(c) => c,
+                Err(e) => {
+                    return Next::Fail(
+                        "malformed",
+                        format!("the upstream sent an event that is not JSON: {e}"),
+                    );
+                }
             }
         };
         if let Some(u) = chunk.usage {

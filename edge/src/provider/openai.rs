@@ -40,6 +40,21 @@ pub struct StreamChunk {
     pub choices: Option<Vec<IgnoredAny>>,
 }
 
+impl StreamChunk {
+    /// Can `data` carry a usage object? A `"usage"` key whose value is an object: false for the
+    /// `"usage":null` every chunk of an `include_usage` stream has. It cannot miss one in valid
+    /// JSON (an unescaped `"usage"` followed by `:` is a key), so chunks it rules out need no
+    /// parse.
+    #[must_use]
+    pub fn may_carry_usage(data: &[u8]) -> bool {
+        memchr::memmem::find_iter(data, b"\"usage\"").any(|at| {
+            let rest = &data[at + 7..];
+            let mut it = rest.iter().skip_while(|b| b.is_ascii_whitespace());
+            it.next() == Some(&b':') && it.find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        })
+    }
+}
+
 /// A whole response, read only for its usage (and to check it is a JSON object at all).
 #[derive(Debug, Deserialize)]
 pub struct Completion {
@@ -89,5 +104,23 @@ impl FirstTokenProbe {
                         || d.function_call.is_some()
                 })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamChunk;
+
+    #[test]
+    fn only_a_usage_object_needs_a_parse() {
+        let may = |s: &str| StreamChunk::may_carry_usage(s.as_bytes());
+        assert!(may(r#"{"choices":[],"usage":{"prompt_tokens":5}}"#));
+        assert!(may(r#"{"choices":[], "usage" :
+            {"prompt_tokens":5}}"#));
+        assert!(!may(r#"{"choices":[{"delta":{"content":"hi"}}],"usage":null}"#));
+        assert!(!may(r#"{"choices":[{"delta":{"content":"say \"usage\":{ here"}}]}"#));
+        // A text that mentions it first does not hide the real one after it.
+        assert!(may(r#"{"choices":[{"delta":{"content":"\"usage\""}}],"usage":{"completion_tokens":1}}"#));
+        assert!(!may(r#"{"id":"x"}"#));
     }
 }
