@@ -287,6 +287,11 @@ peak_rss_kib() { # sum of VmHWM over a process tree
     echo "$total"
 }
 
+# llmgw's own-processing histogram (cumulative buckets), before and after a run
+overhead_snapshot() {
+    curl -fsS "http://127.0.0.1:$EDGE_METRICS_PORT/metrics" | grep '^llmgw_gateway_overhead_seconds_bucket' >"$1" || true
+}
+
 run_oha() { # NAME URL BODY oha-args...: writes $RAW_DIR/NAME.json
     local name="$1" url="$2" body="$3"; shift 3
     oha "${OHA_EXTRA[@]}" "${OHA_JSON[@]}" -m POST "${HDRS[@]}" -d "$body" "$@" "$url" \
@@ -316,7 +321,9 @@ for t in "${TARGETS[@]}"; do
     for q in $BENCH_RATES; do
         log "$t: fixed rate q=$q"
         # concurrency cap well above rate x latency, so the rate is the only limit
+        if [[ "$t" == llmgw ]]; then overhead_snapshot "$RAW_DIR/llmgw-q$q.before"; fi
         run_oha "$t-q$q" "$url" "$BODY" -q "$q" -c 64 "${OHA_LATCORR[@]}" -z "${BENCH_SECONDS}s"
+        if [[ "$t" == llmgw ]]; then overhead_snapshot "$RAW_DIR/llmgw-q$q.after"; fi
     done
     log "$t: streaming c=$BENCH_STREAM_CONC"
     run_oha "$t-stream" "$url" "$STREAM_BODY" -c "$BENCH_STREAM_CONC" -z "${BENCH_SECONDS}s"
@@ -431,6 +438,35 @@ for q in rates:
     verdict.append(f"- added p50 @{q} req/s: llmgw {la:+.3f} ms, nginx {na:+.3f} ms "
                    f"(target llmgw <= 2x nginx): "
                    + ("PASS" if ok else "FAIL" if ok is not None else "n/a (nginx's added p50 <= 0, within noise)"))
+def overhead(q):
+    """p50/p99 upper bounds (µs) of llmgw_gateway_overhead_seconds over the q run, from the
+    buckets' difference; None without the files (an llmgw without the metric)."""
+    def read(path):
+        out = {}
+        try:
+            with open(path) as f:
+                for line in f:
+                    le = line.split('le="', 1)[1].split('"', 1)[0]
+                    out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+        except (OSError, IndexError, ValueError):
+            return None
+        return out
+    b, a = read(os.path.join(raw, f"llmgw-q{q}.before")), read(os.path.join(raw, f"llmgw-q{q}.after"))
+    if not a:
+        return None
+    diff = sorted((le, a[le] - (b or {}).get(le, 0.0)) for le in a)
+    total = diff[-1][1]
+    if total <= 0:
+        return None
+    def pct(p):
+        return next(le for le, n in diff if n >= p * total)
+    fmt = lambda v: "> 100 ms" if v == float("inf") else f"<= {v * 1e6:g} us"
+    return int(total), fmt(pct(0.5)), fmt(pct(0.99))
+for q in rates:
+    o = overhead(q)
+    if o:
+        verdict.append(f"- llmgw own processing @{q} req/s (llmgw_gateway_overhead_seconds, {o[0]} requests): "
+                       f"p50 {o[1]}, p99 {o[2]} (target p50 <= 20 us, p99 <= 100 us)")
 print("Targets from the issue:")
 print("\n".join(verdict))
 if problems:

@@ -158,6 +158,7 @@ impl ConvertRelay {
     /// Waits for the first token, holding back what comes before it (see `SseRelay::start`).
     pub async fn start(mut self, ttft: Option<Instant>) -> Result<Self, (StartError, RequestRecord)> {
         let mut held = BytesMut::new();
+        let mut read_at = Instant::now();
         let mut ttft_timer = Box::pin(tokio::time::sleep_until(
             ttft.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)).into(),
         ));
@@ -165,7 +166,7 @@ impl ConvertRelay {
             let step = tokio::select! {
                 () = &mut self.deadline => return Err(self.fail_start(StartError::Timeout)),
                 () = &mut ttft_timer, if ttft.is_some() => return Err(self.fail_start(StartError::FirstToken)),
-                step = std::future::poll_fn(|cx| poll_step(&mut self.source, &mut self.pipeline, cx)) => step,
+                step = std::future::poll_fn(|cx| poll_step(&mut self.source, &mut self.pipeline, cx, Some(&mut read_at))) => step,
             };
             match step {
                 Step::Emit(b) => {
@@ -173,6 +174,7 @@ impl ConvertRelay {
                     if self.pipeline.started() {
                         self.record.ttft = Some(self.record.start.elapsed());
                         self.first = Some(held.freeze());
+                        self.record.handed_over(read_at);
                         return Ok(self);
                     }
                 }
@@ -245,7 +247,7 @@ impl Stream for ConvertRelay {
             this.record.finish(504, Some("upstream_timeout"));
             return Poll::Ready(Some(this.error_event("the upstream did not finish the stream in time")));
         }
-        match ready!(poll_step(&mut this.source, &mut this.pipeline, cx)) {
+        match ready!(poll_step(&mut this.source, &mut this.pipeline, cx, None)) {
             Step::Emit(b) => Poll::Ready(Some(b)),
             Step::End(b) => {
                 this.finished = true;
@@ -268,12 +270,21 @@ impl Stream for ConvertRelay {
     }
 }
 
-/// Reads source events until one produces output, the stream ends or fails.
-fn poll_step(source: &mut Source, pipeline: &mut Pipeline, cx: &mut Context<'_>) -> Poll<Step> {
+/// Reads source events until one produces output, the stream ends or fails. `read_at`, when
+/// given, is set to when the last event was read (the start of the gateway's own time for it).
+fn poll_step(
+    source: &mut Source,
+    pipeline: &mut Pipeline,
+    cx: &mut Context<'_>,
+    mut read_at: Option<&mut Instant>,
+) -> Poll<Step> {
     let mut out = BytesMut::new();
     loop {
         match ready!(source.poll_event(cx)) {
             Some(Ok((name, data))) => {
+                if let Some(at) = read_at.as_deref_mut() {
+                    *at = Instant::now();
+                }
                 if let Err(e) = pipeline.feed(name.as_deref(), &data, &mut out) {
                     return Poll::Ready(Step::Fail("malformed", e.to_string()));
                 }

@@ -272,6 +272,9 @@ async fn attempt(
             Failure::new(Reason::Timeout, format!("timed out after {ms} ms"))
         }
     };
+    if let Some(r) = record.as_mut() {
+        r.sending();
+    }
     let resp = match timeout_at(headers_by.into(), provider.client.get().request(upstream_req)).await {
         Err(_) => return Err(timeout(headers_by)),
         Ok(Err(e)) if e.is_connect() => return Err(Failure::new(Reason::Connect, chain(&e))),
@@ -354,6 +357,7 @@ async fn attempt(
         }
         Ok(Ok(c)) => c.to_bytes(),
     };
+    let read_at = Instant::now();
     let collected = if mode == Mode::OpenAi {
         let parsed: openai::Completion = serde_json::from_slice(&collected).map_err(|e| {
             Failure::new(
@@ -379,6 +383,9 @@ async fn attempt(
     };
     let mut r = Response::new(RespBody::full(collected));
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(rec) = record.as_mut() {
+        rec.handed_over(read_at);
+    }
     Ok((r, ttfb))
 }
 

@@ -19,6 +19,7 @@ pub const FALLBACKS: &str = "llmgw_fallbacks_total";
 pub const EJECTIONS: &str = "llmgw_ejections_total";
 pub const TARGET_EJECTED: &str = "llmgw_target_ejected";
 pub const TARGET_LATENCY: &str = "llmgw_target_latency_ewma_seconds";
+pub const OVERHEAD: &str = "llmgw_gateway_overhead_seconds";
 
 pub use llmgw_shared::ops::MetricsError;
 
@@ -52,6 +53,13 @@ fn describe() {
     describe_counter!(EJECTIONS, "Targets ejected by the breaker, by target and reason.");
     describe_gauge!(TARGET_EJECTED, "1 while a target is ejected.");
     describe_gauge!(TARGET_LATENCY, "EWMA of a target's time to first byte (first token for streams).");
+    describe_histogram!(
+        OVERHEAD,
+        Unit::Seconds,
+        "The gateway's own time for requests answered by their first attempt: arrival to the \
+         upstream request handed to its connection, plus the upstream answer (a stream's first \
+         token) read to it handed to the client's connection."
+    );
 }
 
 /// Metric handles for one target of one alias, registered when the config is built so the
@@ -84,6 +92,12 @@ impl TargetMetrics {
             ejected: metrics::gauge!(TARGET_EJECTED, "target" => t),
         }
     }
+}
+
+/// The own-processing histogram, looked up once.
+pub fn overhead() -> &'static metrics::Histogram {
+    static H: std::sync::OnceLock<metrics::Histogram> = std::sync::OnceLock::new();
+    H.get_or_init(|| metrics::histogram!(OVERHEAD))
 }
 
 /// The in-flight gauge, looked up once.

@@ -37,6 +37,10 @@ pub struct RequestRecord {
     pub tokens: Tokens,
     /// Quota reserved before forwarding, settled with the actual amounts when this finishes.
     pub reservation: Option<crate::quota::Reservation>,
+    /// When the first attempt handed its request to the upstream connection (cleared by a
+    /// second attempt: a retried request's time is not the gateway's own).
+    upstream_sent: Option<Instant>,
+    attempts_sent: u32,
 }
 
 impl RequestRecord {
@@ -55,6 +59,23 @@ impl RequestRecord {
             ttft: None,
             tokens: Tokens::default(),
             reservation: None,
+            upstream_sent: None,
+            attempts_sent: 0,
+        }
+    }
+
+    /// An attempt is about to hand its request to the upstream connection.
+    pub fn sending(&mut self) {
+        self.attempts_sent += 1;
+        self.upstream_sent = (self.attempts_sent == 1).then(Instant::now);
+    }
+
+    /// The answer is handed to the client's connection; `read_at` is when the upstream bytes it
+    /// was made from had been read. Records the gateway's own time, once, for first attempts.
+    pub fn handed_over(&mut self, read_at: Instant) {
+        if let Some(sent) = self.upstream_sent.take() {
+            let own = sent.saturating_duration_since(self.start) + read_at.elapsed();
+            m::overhead().record(own.as_secs_f64());
         }
     }
 

@@ -121,6 +121,7 @@ impl SseRelay {
                 () = &mut ttft_timer, if ttft.is_some() => return Err(self.fail_start(StartError::FirstToken)),
                 ev = self.events.next() => ev,
             };
+            let read_at = Instant::now();
             let token =
                 matches!(&next, Some(Ok(ev)) if ev.data == "[DONE]" || FirstTokenProbe::has_token(&ev.data));
             match self.classify(next) {
@@ -130,6 +131,7 @@ impl SseRelay {
                     held.extend_from_slice(&b);
                     self.first = Some(held.freeze());
                     self.started = true;
+                    self.record.handed_over(read_at);
                     return Ok(self);
                 }
                 Next::Skip => {}

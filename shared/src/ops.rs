@@ -30,7 +30,12 @@ pub fn install_metrics() -> Result<PrometheusHandle, MetricsError> {
         0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
         120.0,
     ];
+    // The gateway's own time is microseconds: the latency buckets would put it all in the first.
+    let overhead =
+        [0.000_005, 0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.005, 0.025, 0.1];
     let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full("llmgw_gateway_overhead_seconds".into()), &overhead)
+        .map_err(|e| MetricsError(e.to_string()))?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
         .map_err(|e| MetricsError(e.to_string()))?
         .install_recorder()

@@ -162,6 +162,12 @@ async fn health_metrics_and_access_log_without_secrets() {
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+    // The gateway's own time: one request answered by its first attempt (the 401 never went
+    // upstream), in microsecond buckets.
+    assert_eq!(gw.metric("llmgw_gateway_overhead_seconds_count", &[]).await, 1.0);
+    let own = gw.metric("llmgw_gateway_overhead_seconds_sum", &[]).await;
+    assert!(own > 0.0 && own < 0.5, "own time {own} s");
+    assert!(metrics.contains(r#"llmgw_gateway_overhead_seconds_bucket{le="0.00002"}"#), "{metrics}");
     for l in gw.logs() {
         for secret in [KEY, "sk-llmgw-wrong-secret", UPSTREAM_CRED, UPSTREAM_CRED_2, prompt] {
             assert!(!l.contains(secret), "log line leaks {secret:?}: {l}");
