@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::FastMap;
 use crate::balance::{Rotation, Strategy, smooth_schedule};
 use crate::breaker::{Policy, TargetHealth};
+use crate::shard_map::ShardMap;
 use crate::upstream::{ClientCache, Clients};
 
 /// How the edge speaks to a provider.
@@ -234,20 +235,31 @@ pub struct Limits {
 }
 
 impl Limits {
-    fn new(scope: String, limits: Option<&proto::Limits>, budget: Option<&proto::Budget>) -> Self {
+    /// `scope` is only called when there is a limit: a million keys without one need no
+    /// million scope names.
+    fn new(
+        scope: impl FnOnce() -> String,
+        limits: Option<&proto::Limits>,
+        budget: Option<&proto::Budget>,
+    ) -> Self {
+        static NONE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
         let period = |b: &proto::Budget| {
             llmgw_shared::period::Period::from_proto(
                 proto::Period::try_from(b.period).unwrap_or(proto::Period::Total),
             )
         };
-        Self {
-            scope: scope.into(),
+        let mut l = Self {
+            scope: NONE.clone(),
             budget: budget
                 .filter(|b| b.limit_usd > 0.0)
                 .map(|b| ((b.limit_usd * 1e6).round() as u64, period(b))),
             rpm: limits.map_or(0, |l| l.rpm),
             tpm: limits.map_or(0, |l| l.tpm),
+        };
+        if l.any() {
+            l.scope = scope().into();
         }
+        l
     }
 
     #[must_use]
@@ -285,6 +297,15 @@ impl KeyEntry {
     }
 }
 
+/// A resource other than a key, borrowed from a snapshot or a delta.
+#[derive(Clone, Copy)]
+enum Upsert<'a> {
+    Provider(&'a proto::Provider),
+    Model(&'a proto::Model),
+    Team(&'a proto::Team),
+    Project(&'a proto::Project),
+}
+
 /// The small resource kinds as received, so a delta can rebuild what depends on them.
 #[derive(Clone, Default)]
 struct Sources {
@@ -303,12 +324,13 @@ fn upsert<T>(v: &mut Vec<T>, item: T, name: impl Fn(&T) -> &str) {
 }
 
 /// One applied configuration. Immutable; replaced whole with one `ArcSwap::store`. Keys live in
-/// persistent maps, so applying a one-key delta to a million keys costs O(log n), not a copy.
+/// maps whose versions share structure, so a one-key delta to a million keys copies one shard
+/// of ~1,000 entries, not the map.
 #[derive(Clone, Default)]
 pub struct EdgeConfig {
     pub revision: u64,
-    pub keys: imbl::HashMap<[u8; 32], Arc<KeyEntry>>,
-    key_hashes: imbl::HashMap<Arc<str>, [u8; 32]>,
+    pub keys: ShardMap<[u8; 32], Arc<KeyEntry>>,
+    key_hashes: ShardMap<Arc<str>, [u8; 32]>,
     pub models: FastMap<Arc<str>, Arc<ModelRoute>>,
     /// Aliases in configuration order, for `GET /v1/models`.
     pub model_order: Vec<Arc<str>>,
@@ -437,15 +459,12 @@ impl EdgeConfig {
         ctx: &ResolveCtx<'_>,
         clients: &ClientCache,
     ) -> Result<Self, BuildError> {
-        let wrap = |r: proto::resource::Resource| proto::Resource { resource: Some(r) };
-        use proto::resource::Resource as R;
-        let upserts: Vec<proto::Resource> = (s.providers.iter().cloned().map(R::Provider).map(wrap))
-            .chain(s.models.iter().cloned().map(R::Model).map(wrap))
-            .chain(s.teams.iter().cloned().map(R::Team).map(wrap))
-            .chain(s.projects.iter().cloned().map(R::Project).map(wrap))
-            .chain(s.keys.iter().cloned().map(R::Key).map(wrap))
-            .collect();
-        Self::default().apply(s.revision, &upserts, &[], ctx, clients)
+        // Borrowed, not cloned into resources: a million keys' snapshot is ~330 MiB already.
+        let upserts = (s.providers.iter().map(Upsert::Provider))
+            .chain(s.models.iter().map(Upsert::Model))
+            .chain(s.teams.iter().map(Upsert::Team))
+            .chain(s.projects.iter().map(Upsert::Project));
+        Self::default().apply(s.revision, upserts, s.keys.iter(), &[], ctx, clients)
     }
 
     /// This config with a delta applied, sharing everything the delta did not touch.
@@ -458,19 +477,32 @@ impl EdgeConfig {
         ctx: &ResolveCtx<'_>,
         clients: &ClientCache,
     ) -> Result<Self, BuildError> {
-        self.apply(d.revision, &d.upserts, &d.deletes, ctx, clients)
+        use proto::resource::Resource as R;
+        let upserts = d.upserts.iter().filter_map(|u| match &u.resource {
+            Some(R::Provider(p)) => Some(Upsert::Provider(p)),
+            Some(R::Model(m)) => Some(Upsert::Model(m)),
+            Some(R::Team(t)) => Some(Upsert::Team(t)),
+            Some(R::Project(p)) => Some(Upsert::Project(p)),
+            Some(R::Key(_)) | None => None,
+        });
+        let keys = d.upserts.iter().filter_map(|u| match &u.resource {
+            Some(R::Key(k)) => Some(k),
+            _ => None,
+        });
+        self.apply(d.revision, upserts, keys, &d.deletes, ctx, clients)
     }
 
-    fn apply(
+    /// Keys go last: they name teams and projects, whose names they then share.
+    fn apply<'a>(
         &self,
         revision: u64,
-        upserts: &[proto::Resource],
+        upserts: impl Iterator<Item = Upsert<'a>>,
+        keys: impl Iterator<Item = &'a proto::Key>,
         deletes: &[proto::ResourceRef],
         ctx: &ResolveCtx<'_>,
         clients: &ClientCache,
     ) -> Result<Self, BuildError> {
         use proto::ResourceKind as K;
-        use proto::resource::Resource as R;
         let mut next = self.clone();
         next.revision = revision;
         let (mut routes_changed, mut scopes_changed) = (false, false);
@@ -491,31 +523,30 @@ impl EdgeConfig {
             scopes_changed |= matches!(K::try_from(d.kind), Ok(K::Team | K::Project));
         }
         for u in upserts {
-            match &u.resource {
-                Some(R::Provider(p)) => upsert(&mut next.sources.providers, p.clone(), |p| &p.name),
-                Some(R::Model(m)) => upsert(&mut next.sources.models, m.clone(), |m| &m.name),
-                Some(R::Team(t)) => upsert(&mut next.sources.teams, t.clone(), |t| &t.name),
-                Some(R::Project(p)) => upsert(&mut next.sources.projects, p.clone(), |p| &p.name),
-                Some(R::Key(k)) => {
-                    if let Some((hash, entry)) = tolerate(ctx, key_entry(k))? {
-                        if let Some(old) = next.key_hashes.insert(entry.id.clone(), hash)
-                            && old != hash
-                        {
-                            next.keys.remove(&old);
-                        }
-                        next.keys.insert(hash, Arc::new(entry));
-                    }
-                }
-                None => {}
+            match u {
+                Upsert::Provider(p) => upsert(&mut next.sources.providers, p.clone(), |p| &p.name),
+                Upsert::Model(m) => upsert(&mut next.sources.models, m.clone(), |m| &m.name),
+                Upsert::Team(t) => upsert(&mut next.sources.teams, t.clone(), |t| &t.name),
+                Upsert::Project(p) => upsert(&mut next.sources.projects, p.clone(), |p| &p.name),
             }
-            routes_changed |= matches!(u.resource, Some(R::Provider(_) | R::Model(_)));
-            scopes_changed |= matches!(u.resource, Some(R::Team(_) | R::Project(_)));
+            routes_changed |= matches!(u, Upsert::Provider(_) | Upsert::Model(_));
+            scopes_changed |= matches!(u, Upsert::Team(_) | Upsert::Project(_));
         }
         if routes_changed {
             next.rebuild_routes(ctx, clients)?;
         }
         if scopes_changed {
             next.rebuild_scopes(ctx)?;
+        }
+        for k in keys {
+            if let Some((hash, entry)) = tolerate(ctx, key_entry(k, &next.teams, &next.projects))? {
+                if let Some(old) = next.key_hashes.insert(entry.id.clone(), hash)
+                    && old != hash
+                {
+                    next.keys.remove(&old);
+                }
+                next.keys.insert(hash, Arc::new(entry));
+            }
         }
         Ok(next)
     }
@@ -602,7 +633,11 @@ impl EdgeConfig {
                     Arc::new(Scope {
                         team: None,
                         models: model_set(t.models.as_ref()),
-                        quota: Limits::new(format!("team:{}", t.name), t.limits.as_ref(), t.budget.as_ref()),
+                        quota: Limits::new(
+                            || format!("team:{}", t.name),
+                            t.limits.as_ref(),
+                            t.budget.as_ref(),
+                        ),
                     }),
                 )
             })
@@ -621,7 +656,11 @@ impl EdgeConfig {
                 let scope = Scope {
                     team: Some(team.into()),
                     models: model_set(p.models.as_ref()),
-                    quota: Limits::new(format!("project:{}", p.name), p.limits.as_ref(), p.budget.as_ref()),
+                    quota: Limits::new(
+                        || format!("project:{}", p.name),
+                        p.limits.as_ref(),
+                        p.budget.as_ref(),
+                    ),
                 };
                 projects.insert(Arc::from(p.name.as_str()), Arc::new(scope));
             }
@@ -631,25 +670,39 @@ impl EdgeConfig {
     }
 }
 
-fn key_entry(k: &proto::Key) -> Result<([u8; 32], KeyEntry), BuildError> {
+/// A name as the scope map holds it, so a million keys of a few hundred projects do not each
+/// hold a copy; `None` when empty.
+fn shared_name(scopes: &FastMap<Arc<str>, Arc<Scope>>, name: &str) -> Option<Arc<str>> {
+    if name.is_empty() {
+        return None;
+    }
+    Some(scopes.get_key_value(name).map_or_else(|| Arc::from(name), |(k, _)| k.clone()))
+}
+
+fn key_entry(
+    k: &proto::Key,
+    teams: &FastMap<Arc<str>, Arc<Scope>>,
+    projects: &FastMap<Arc<str>, Arc<Scope>>,
+) -> Result<([u8; 32], KeyEntry), BuildError> {
     let hash: [u8; 32] = k
         .secret_sha256
         .as_slice()
         .try_into()
         .map_err(|_| BuildError::Key { key: k.name.clone(), reason: "secret hash is not 32 bytes".into() })?;
-    let opt = |s: &str| (!s.is_empty()).then(|| Arc::from(s));
-    let id = if k.id.is_empty() { &k.name } else { &k.id };
+    let name: Arc<str> = k.name.as_str().into();
+    let id = if k.id.is_empty() || k.id == k.name { name.clone() } else { k.id.as_str().into() };
+    let quota = Limits::new(|| format!("key:{id}"), k.limits.as_ref(), k.budget.as_ref());
     Ok((
         hash,
         KeyEntry {
-            id: id.as_str().into(),
-            name: k.name.as_str().into(),
-            project: opt(&k.project),
-            team: opt(&k.team),
+            id,
+            name,
+            project: shared_name(projects, &k.project),
+            team: shared_name(teams, &k.team),
             models: model_set(k.models.as_ref()),
             revoked: k.revoked,
             expires_at: k.expires_at_unix,
-            quota: Limits::new(format!("key:{id}"), k.limits.as_ref(), k.budget.as_ref()),
+            quota,
         },
     ))
 }

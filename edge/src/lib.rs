@@ -19,6 +19,7 @@ pub mod relay;
 pub mod reload;
 pub mod report;
 pub mod server;
+pub mod shard_map;
 pub mod state;
 pub mod sync;
 pub mod upstream;
