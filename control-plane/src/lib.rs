@@ -287,7 +287,6 @@ pub async fn start_with_store(
         master_key,
         ledger: ledger.clone(),
         quotas,
-        report_permits: Arc::new(tokio::sync::Semaphore::new(sync::REPORTS_IN_FLIGHT_TOTAL)),
     };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(llmgw_shared::proto::FILE_DESCRIPTOR_SET)

@@ -25,18 +25,11 @@ pub struct SyncService {
     pub master_key: Option<Arc<MasterKey>>,
     pub ledger: Arc<Ledger>,
     pub quotas: Arc<crate::quota::Quotas>,
-    /// Reports submitted and not yet committed, over all streams: see [`REPORTS_IN_FLIGHT_TOTAL`].
-    pub report_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// Reports of one stream submitted and not yet acked: beyond this the stream stops reading, so a
 /// fast sender waits for the ledger instead of queueing without bound.
 const REPORTS_IN_FLIGHT: usize = 1024;
-
-/// The same over all streams of a replica. Per stream alone, 2,000 edges let a ledger that fell
-/// behind hold 470,000 reports (2.1 GiB; bench/SIM.md): past this, streams stop reading and the
-/// edges keep what is unacked, as they must anyway. Steady state at 2,000 edges is ~9,000.
-pub const REPORTS_IN_FLIGHT_TOTAL: usize = 32_768;
 
 /// Edges get credentials they can use: sealed values are opened here, so edges never need the
 /// master key (the sync channel must then be trusted: TLS or a private network).
@@ -156,7 +149,6 @@ impl Sync for SyncService {
         let mut inbound = req.into_inner();
         let ledger = self.ledger.clone();
         let quotas = self.quotas.clone();
-        let permits = self.report_permits.clone();
         let (tx, rx) = mpsc::channel::<Result<UsageAck, Status>>(64);
         tokio::spawn(async move {
             let stop = ledger.stopping().clone();
@@ -186,13 +178,9 @@ impl Sync for SyncService {
                             let (epoch, seq) = (report.epoch.clone(), report.seq);
                             let (edge_id, holdings) = (report.edge_id.clone(), report.holdings.clone());
                             let quotas = quotas.clone();
-                            // Never closed; the permit is held until the ledger answered.
-                            let Ok(permit) = permits.clone().acquire_owned().await else { return };
                             match ledger.submit(report).await {
                                 Ok(outcome) => waiting.push_back(async move {
-                                    let outcome = outcome.await;
-                                    drop(permit);
-                                    match outcome {
+                                    match outcome.await {
                                         Ok(Ok(_)) => {
                                             // Grants after the commit: the spend they build on is counted.
                                             let grants = quotas.on_report(&edge_id, &epoch, seq, &holdings).await;

@@ -20,7 +20,35 @@ use super::shard::{Counters, MarkerId, RowKey, Rows, decode_rows, encode_rows};
 use super::{LedgerError, Outcome};
 use crate::store::{Compare, CompareOp, CompareTarget, KeyValue, Op, Txn};
 
-pub(crate) type Reply = oneshot::Sender<Result<Outcome, LedgerError>>;
+/// Where a report's outcome goes, holding the report's place in the ledger's bound on reports
+/// not yet answered ([`super::IN_FLIGHT`]) until it is sent.
+pub(crate) struct Reply {
+    tx: oneshot::Sender<Result<Outcome, LedgerError>>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Reply {
+    pub(crate) fn new(
+        tx: oneshot::Sender<Result<Outcome, LedgerError>>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Self {
+        Self { tx, _permit: permit }
+    }
+
+    /// Sends the outcome, and frees the place.
+    pub(crate) fn send(
+        self,
+        outcome: Result<Outcome, LedgerError>,
+    ) -> Result<(), Result<Outcome, LedgerError>> {
+        self.tx.send(outcome)
+    }
+}
+
+impl From<oneshot::Sender<Result<Outcome, LedgerError>>> for Reply {
+    fn from(tx: oneshot::Sender<Result<Outcome, LedgerError>>) -> Self {
+        Self::new(tx, None)
+    }
+}
 
 /// A report accepted for counting: what it adds to which shard.
 pub(crate) struct Pending {
@@ -38,9 +66,9 @@ impl Pending {
         seq: u64,
         adds: Vec<(Vec<u8>, RowKey, Counters)>,
         received: Instant,
-        reply: Reply,
+        reply: impl Into<Reply>,
     ) -> Self {
-        Self { seq, adds, received, reply, order: 0 }
+        Self { seq, adds, received, reply: reply.into(), order: 0 }
     }
 
     fn shard_keys(&self) -> BTreeSet<&[u8]> {

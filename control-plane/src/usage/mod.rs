@@ -103,6 +103,8 @@ pub struct LedgerOptions {
     pub max_wait: Duration,
     /// How often hours past the retention are looked for (a minute; tests make it shorter).
     pub sweep_every: Duration,
+    /// Reports submitted and not yet answered, at most ([`IN_FLIGHT`]).
+    pub max_in_flight: usize,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -116,6 +118,7 @@ impl LedgerOptions {
             max_txn_rate: 25.0,
             max_wait: Duration::from_secs(30),
             sweep_every: Duration::from_secs(60),
+            max_in_flight: IN_FLIGHT,
             clock: Arc::new(SystemClock),
         }
     }
@@ -130,6 +133,7 @@ impl std::fmt::Debug for LedgerOptions {
             .field("max_txn_rate", &self.max_txn_rate)
             .field("max_wait", &self.max_wait)
             .field("sweep_every", &self.sweep_every)
+            .field("max_in_flight", &self.max_in_flight)
             .finish_non_exhaustive()
     }
 }
@@ -138,12 +142,18 @@ impl std::fmt::Debug for LedgerOptions {
 pub(crate) struct Submission {
     report: UsageReport,
     received: tokio::time::Instant,
-    reply: oneshot::Sender<Result<Outcome, LedgerError>>,
+    reply: batch::Reply,
 }
 
 /// Reports queued for the writer, across all streams: beyond this, streams wait (backpressure
 /// to the edges, which keep their reports until acked).
 const QUEUE: usize = 4096;
+
+/// Reports submitted and not yet answered, queued or in the writer's batches. The queue alone
+/// did not bound them: at 2,000 edges a ledger that fell behind held 470,000 reports (2.1 GiB;
+/// bench/SIM.md) in its batches. Past this, `submit` waits until the writer answers some, and
+/// the edges keep what is unacked, as they must anyway. Steady state at 2,000 edges is ~9,000.
+pub const IN_FLIGHT: usize = 32_768;
 
 pub struct Ledger {
     store: Arc<dyn Store>,
@@ -153,6 +163,7 @@ pub struct Ledger {
     view: RwLock<UsageView>,
     revision: watch::Sender<i64>,
     stop: CancellationToken,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Ledger {
@@ -163,6 +174,7 @@ impl Ledger {
         opts.retention = opts.retention.max(MIN_RETENTION);
         let (submissions, receiver) = mpsc::channel(QUEUE);
         let (revision, _) = watch::channel(0);
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(opts.max_in_flight.max(1)));
         Arc::new(Self {
             store,
             opts,
@@ -171,6 +183,7 @@ impl Ledger {
             view: RwLock::new(UsageView::default()),
             revision,
             stop,
+            in_flight,
         })
     }
 
@@ -206,8 +219,19 @@ impl Ledger {
     ) -> Result<oneshot::Receiver<Result<Outcome, LedgerError>>, LedgerError> {
         validate(&report)?;
         metrics::counter!(crate::metrics::USAGE_REPORTS).increment(1);
+        // Freed by the writer when it answers, whatever the submitting stream is doing.
+        let permit = tokio::select! {
+            p = self.in_flight.clone().acquire_owned() => p.ok(),
+            () = self.stop.cancelled() => {
+                return Err(LedgerError::Unavailable("the control plane is stopping".into()));
+            }
+        };
         let (reply, rx) = oneshot::channel();
-        let s = Submission { report, received: tokio::time::Instant::now(), reply };
+        let s = Submission {
+            report,
+            received: tokio::time::Instant::now(),
+            reply: batch::Reply::new(reply, permit),
+        };
         self.submissions
             .send(s)
             .await
@@ -596,6 +620,47 @@ mod tests {
             "{txns} transactions for {} reports",
             edges * reports
         );
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn reports_not_yet_answered_are_bounded_and_a_full_ledger_makes_submit_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        let stop = CancellationToken::new();
+        let opts = LedgerOptions {
+            clock: ManualClock::at_unix(1_790_811_000),
+            max_in_flight: 3,
+            ..LedgerOptions::new("cp")
+        };
+        let ledger = Ledger::new(store, opts, stop.clone());
+        let submit = |seq: u64| {
+            let l = ledger.clone();
+            let r = UsageReport {
+                edge_id: "e".into(),
+                epoch: "x".into(),
+                seq,
+                rows: vec![row("k", "p", 1, 1, 0)],
+                ..Default::default()
+            };
+            async move { l.submit(r).await }
+        };
+        // No writer yet: three are accepted, the fourth waits for a place.
+        let mut outcomes = Vec::new();
+        for seq in 1..=3 {
+            outcomes.push(submit(seq).await.unwrap());
+        }
+        let fourth = tokio::spawn(submit(4));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!fourth.is_finished(), "a fourth report was accepted past the bound of 3");
+        // The writer answers the three; the fourth gets in and is counted too.
+        let task = tokio::spawn(ledger.clone().run());
+        for o in outcomes {
+            assert_eq!(o.await.unwrap().unwrap(), Outcome::Counted);
+        }
+        let fourth = tokio::time::timeout(PATIENCE, fourth).await.unwrap().unwrap().unwrap();
+        assert_eq!(fourth.await.unwrap().unwrap(), Outcome::Counted);
         stop.cancel();
         task.await.unwrap();
     }
