@@ -89,7 +89,7 @@ impl Sync for SyncService {
                 Start::Snapshot(view) => {
                     let rev = view.revision;
                     if tx.send(Ok(snapshot(&view, key))).await.is_err() {
-                        registry.disconnected(&req.edge_id).await;
+                        registry.disconnected(&req.edge_id);
                         return;
                     }
                     rev
@@ -97,7 +97,7 @@ impl Sync for SyncService {
                 Start::Deltas(deltas, rev) => {
                     for d in deltas {
                         if tx.send(Ok(delta(&d, key))).await.is_err() {
-                            registry.disconnected(&req.edge_id).await;
+                            registry.disconnected(&req.edge_id);
                             return;
                         }
                     }
@@ -127,7 +127,7 @@ impl Sync for SyncService {
                     break;
                 }
             }
-            registry.disconnected(&req.edge_id).await;
+            registry.disconnected(&req.edge_id);
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
