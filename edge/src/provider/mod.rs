@@ -142,15 +142,16 @@ impl Urls {
     }
 }
 
-/// What hyper would send as `Host`: the host, and the port unless it is the scheme's default.
+/// What hyper would send as `Host` on HTTP/1: the host, and the port unless it is 80. Only for
+/// `http://` targets: an `https://` one may speak HTTP/2, where hyper sends `:authority` and no
+/// `Host` (and a `Host` that differs from it, as with an explicit `:443`, is malformed).
 fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
     let host = uri.host()?;
-    let default = match uri.scheme_str() {
-        Some("https") => 443,
-        _ => 80,
-    };
     match uri.port_u16() {
-        Some(p) if p != default => HeaderValue::try_from(format!("{host}:{p}")).ok(),
+        Some(p) if p != 80 => HeaderValue::try_from(format!("{host}:{p}")).ok(),
         _ => HeaderValue::from_str(host).ok(),
     }
 }
@@ -294,6 +295,17 @@ pub enum RequestError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_is_built_once_for_plain_http_only() {
+        let host = |url: &str| host_header(&url.parse().unwrap()).map(|h| h.to_str().unwrap().to_owned());
+        assert_eq!(host("http://127.0.0.1:8080/v1").as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(host("http://vllm.internal/v1").as_deref(), Some("vllm.internal"));
+        assert_eq!(host("http://vllm.internal:80/v1").as_deref(), Some("vllm.internal"));
+        assert_eq!(host("http://[::1]:8000/v1").as_deref(), Some("[::1]:8000"));
+        // HTTPS may be HTTP/2: hyper sends `:authority` there, and `Host` on HTTP/1 itself.
+        assert_eq!(host("https://api.openai.com:443/v1"), None);
+    }
 
     #[test]
     fn urls_per_kind() {

@@ -42,9 +42,9 @@ pub struct StreamChunk {
 
 impl StreamChunk {
     /// Can `data` carry a usage object? A `"usage"` key whose value is an object: false for the
-    /// `"usage":null` every chunk of an `include_usage` stream has. It cannot miss one in valid
-    /// JSON (an unescaped `"usage"` followed by `:` is a key), so chunks it rules out need no
-    /// parse.
+    /// `"usage":null` every chunk of an `include_usage` stream has. It cannot miss a `usage` key
+    /// spelled without escapes (an unescaped `"usage"` followed by `:` is a key), which is how
+    /// every OpenAI-compatible server writes it; a key spelled `"\u0075sage"` would go uncounted.
     #[must_use]
     pub fn may_carry_usage(data: &[u8]) -> bool {
         memchr::memmem::find_iter(data, b"\"usage\"").any(|at| {
