@@ -57,8 +57,8 @@ fn describe() {
         OVERHEAD,
         Unit::Seconds,
         "The gateway's own time for requests answered by their first attempt: arrival to the \
-         upstream request handed to its connection, plus the upstream answer (a stream's first \
-         token) read to it handed to the client's connection."
+         upstream request handed to its connection (less any wait for the client's body), plus \
+         the upstream answer (a stream's first token) read to it handed to the client's connection."
     );
 }
 

@@ -242,7 +242,9 @@ async fn proxy(
     let rec = record.as_mut().ok_or(ApiError::NotReady)?;
     rec.team = key.team(&cfg);
     rec.key = Some(key.clone());
+    let waited = Instant::now();
     let bytes = read_body(req, edge).await?;
+    rec.client_wait = waited.elapsed();
     let body = RequestBody::parse(&bytes)?;
     let route = cfg.models.get(&*body.model).ok_or_else(|| ApiError::UnknownModel(truncate(&body.model)))?;
     if !key.allows(&cfg, &route.name) {

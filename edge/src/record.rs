@@ -41,6 +41,8 @@ pub struct RequestRecord {
     /// second attempt: a retried request's time is not the gateway's own).
     upstream_sent: Option<Instant>,
     attempts_sent: u32,
+    /// Time spent waiting for the client's body: the client's, not the gateway's.
+    pub client_wait: Duration,
 }
 
 impl RequestRecord {
@@ -61,6 +63,7 @@ impl RequestRecord {
             reservation: None,
             upstream_sent: None,
             attempts_sent: 0,
+            client_wait: Duration::ZERO,
         }
     }
 
@@ -74,7 +77,8 @@ impl RequestRecord {
     /// was made from had been read. Records the gateway's own time, once, for first attempts.
     pub fn handed_over(&mut self, read_at: Instant) {
         if let Some(sent) = self.upstream_sent.take() {
-            let own = sent.saturating_duration_since(self.start) + read_at.elapsed();
+            let own = sent.saturating_duration_since(self.start).saturating_sub(self.client_wait)
+                + read_at.elapsed();
             m::overhead().record(own.as_secs_f64());
         }
     }
