@@ -223,6 +223,9 @@ impl Quota {
         // spending them (closed mode; open mode serves on regardless, see `reserve`).
         let expired = since != 0 && now_ms - since >= CUT_OFF_LIMIT_MS;
         let mut pools = self.lock();
+        // Every pool that is short asks now, in one report: asking for the first only would
+        // cost a round trip per pool.
+        let mut short: Option<Short> = None;
         for a in asks {
             let pool = pools.entry((a.scope.clone(), a.kind)).or_default();
             if expired {
@@ -249,14 +252,21 @@ impl Quota {
                     pool.want = want;
                     pool.dirty = true;
                 }
+                // Asked for is in use: what is granted for this request must not be handed
+                // back as idle before the request can take it (with several pools short, the
+                // first granted would otherwise be released while the others are asked for).
+                pool.last_use = Some(now);
                 // Refused at once, but the want still goes out with the next report: a new
                 // period (or a freed share) is how an exhausted pool opens again.
                 if pool.exhausted && !pool.period.is_empty() {
                     let refusal = Some(refusal_of(a, pool));
                     return Err(Short { ask: a.clone(), refusal });
                 }
-                return Err(Short { ask: a.clone(), refusal: None });
+                short.get_or_insert_with(|| Short { ask: a.clone(), refusal: None });
             }
+        }
+        if let Some(short) = short {
+            return Err(short);
         }
         let mut r = Reservation { items: Vec::with_capacity(asks.len()) };
         let mut low = false;
@@ -497,6 +507,42 @@ mod tests {
         // A new period starts from nothing used.
         q.apply(&[grant("key:k", "d2", 10, false)], 3);
         q.reserve(&ask(10)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_request_short_in_several_pools_asks_for_all_and_keeps_each_grant() {
+        let q = Arc::new(Quota::new(false, Duration::from_secs(5)));
+        q.set_connected(true);
+        let mut asks = ask(3);
+        asks.push(Ask {
+            kind: Kind::Tokens,
+            amount: 50,
+            limit: 1000,
+            window: Window::Minute,
+            ..asks[0].clone()
+        });
+        let waiter = tokio::spawn({
+            let (q, asks) = (q.clone(), asks.clone());
+            async move { q.reserve(&asks).await.is_ok() }
+        });
+        q.asked.notified().await;
+        // One report asks for both pools.
+        let h = q.holdings(1);
+        let mut wants: Vec<_> = h.iter().map(|h| (h.kind, h.want)).collect();
+        wants.sort_unstable();
+        assert_eq!(wants, [(QuotaKind::Usd.into(), 3), (QuotaKind::Tokens.into(), 50)]);
+        // Only the budget is granted at first: the next report must not hand it back as idle
+        // while the request waits for the other pool.
+        q.apply(&[grant("key:k", "d1", 10, false)], 1);
+        let h = q.holdings(2);
+        assert!(
+            !h.iter().any(|h| h.released || (h.kind == i32::from(QuotaKind::Usd) && h.allowance == 0)),
+            "{h:?}"
+        );
+        let mut tokens = grant("key:k", "w1", 1000, false);
+        tokens.kind = QuotaKind::Tokens.into();
+        q.apply(&[tokens], 2);
+        assert!(waiter.await.unwrap(), "the request did not proceed once both pools were granted");
     }
 
     #[tokio::test]

@@ -181,3 +181,26 @@ async fn a_config_file_edge_enforces_budgets_and_limits_itself() {
         assert_eq!((status, body["error"]["code"].as_str()), (429, Some(code)), "{body}");
     }
 }
+
+#[tokio::test]
+async fn a_budget_and_rate_limits_on_one_key_are_granted_together() {
+    // Every pool of a scope starts empty on a new edge: the first request must get grants for
+    // all of them, not only for the first one it found short.
+    let mock = MockProvider::start().await.unwrap();
+    let cp = Llmgw::control_plane(&["--store", "embedded"], &cp_env()).await;
+    apply(&cp, &config(&mock.base_url())).await;
+    let secret = key(
+        &cp,
+        "both",
+        &["--budget-usd", "100", "--period", "monthly", "--rpm", "1000", "--tpm", "1000000"],
+    )
+    .await;
+    let edge = Llmgw::edge_of(&[&cp], &[], &[]).await;
+    let url = edge.url("");
+    for _ in 0..3 {
+        let (status, headers, body) = post(&url, "/v1/chat/completions", &secret, &chat()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(headers["x-ratelimit-limit-requests"], "1000");
+        assert_eq!(headers["x-ratelimit-limit-tokens"], "1000000");
+    }
+}
