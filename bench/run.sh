@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Load benchmark: the mock provider direct, nginx in front of it, and `llmgw edge` in front of
-# it, measured with oha in one run on loopback. Prints one table and writes it to
+# Load benchmark: the mock provider direct, nginx in front of it, `llmgw edge` in front of it,
+# and `llmgw dev` (control plane + edge in one process) in front of it, measured with oha in one
+# run on loopback. Prints one table and writes it to
 # bench/out/results-<timestamp>.md. See bench/README.md for what each column means.
 #
 #   bench/run.sh                    # ~2-3 minutes after the build
@@ -238,6 +239,18 @@ RUST_LOG=warn "$WORK/llmgw" --log-format json edge --config "$WORK/llmgw.yaml" \
 EDGE_PID=$!
 PIDS+=("$EDGE_PID")
 
+# --- llmgw dev: the control plane and an edge in one process on the embedded store, seeded with
+# the same config: quota comes as grants from the control plane, usage goes to its ledger.
+DEV_PORT="$(free_port)"
+DEV_GRPC_PORT="$(free_port)"
+DEV_METRICS_PORT="$(free_port)"
+LLMGW_MASTER_KEY="$(python3 -c 'import os; print(os.urandom(32).hex())')" RUST_LOG=warn \
+    "$WORK/llmgw" --log-format json dev --data-dir "$WORK/dev-data" --config "$WORK/llmgw.yaml" \
+    --listen "127.0.0.1:$DEV_PORT" --grpc-listen "127.0.0.1:$DEV_GRPC_PORT" \
+    --metrics-listen "127.0.0.1:$DEV_METRICS_PORT" >"$WORK/dev.out" 2>"$WORK/dev.err" &
+DEV_PID=$!
+PIDS+=("$DEV_PID")
+
 BODY='{"model":"bench","messages":[{"role":"user","content":"Say hello to the benchmark."}]}'
 # include_usage, as a client that wants token counts sends it: 9 events (role, 5 words, finish,
 # usage, [DONE]).
@@ -252,8 +265,11 @@ log "nginx on 127.0.0.1:$NGINX_PORT (pid $NGINX_PID, worker_processes $NGINX_WOR
 wait_http "http://127.0.0.1:$EDGE_PORT$PATH_CHAT" -X POST "${HDRS[@]}" -d "$BODY" \
     || die "llmgw edge not answering: $(tail -n 20 "$WORK/llmgw.err")"
 log "llmgw edge on 127.0.0.1:$EDGE_PORT (pid $EDGE_PID)"
+wait_http "http://127.0.0.1:$DEV_PORT$PATH_CHAT" -X POST "${HDRS[@]}" -d "$BODY" \
+    || die "llmgw dev not answering: $(tail -n 20 "$WORK/dev.err" "$WORK/dev.out")"
+log "llmgw dev on 127.0.0.1:$DEV_PORT (pid $DEV_PID)"
 # A streamed answer, direct and through each proxy, must carry the mock's 9 SSE events.
-for url in "http://$MOCK_ADDR" "http://127.0.0.1:$NGINX_PORT" "http://127.0.0.1:$EDGE_PORT"; do
+for url in "http://$MOCK_ADDR" "http://127.0.0.1:$NGINX_PORT" "http://127.0.0.1:$EDGE_PORT" "http://127.0.0.1:$DEV_PORT"; do
     n="$(curl -sN -X POST "${HDRS[@]}" -d "$STREAM_BODY" "$url$PATH_CHAT" | grep -c '^data:' || true)"
     [[ "$n" == 9 ]] || die "$url: streamed answer has $n data events, expected 9"
 done
@@ -303,7 +319,8 @@ declare -A URL PID
 URL[direct]="http://$MOCK_ADDR$PATH_CHAT";           PID[direct]=$MOCK_PID
 URL[nginx]="http://127.0.0.1:$NGINX_PORT$PATH_CHAT"; PID[nginx]=$NGINX_PID
 URL[llmgw]="http://127.0.0.1:$EDGE_PORT$PATH_CHAT";  PID[llmgw]=$EDGE_PID
-TARGETS=(direct nginx llmgw)
+URL[dev]="http://127.0.0.1:$DEV_PORT$PATH_CHAT";     PID[dev]=$DEV_PID
+TARGETS=(direct nginx llmgw dev)
 
 LOAD_AT_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 n_runs=$(( 2 + $(wc -w <<<"$BENCH_RATES") ))
@@ -344,7 +361,8 @@ fi
 python3 - "$RAW_DIR" "$CLK_TCK" "$BENCH_CONC" "$BENCH_STREAM_CONC" "$BENCH_RATES" >"$REPORT.table" <<'PY'
 import json, sys, os
 raw, clk, conc, sconc, rates = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5].split()
-targets = [("direct", "mock direct"), ("nginx", "nginx"), ("llmgw", "llmgw edge")]
+targets = [("direct", "mock direct"), ("nginx", "nginx"), ("llmgw", "llmgw edge"),
+           ("dev", "llmgw dev (control plane + edge)")]
 
 def load(name):
     with open(os.path.join(raw, name + ".json")) as f:
