@@ -188,10 +188,13 @@ fn quota_asks(cfg: &EdgeConfig, key: &KeyEntry, route: &ModelRoute, estimate: Es
 
 /// OpenAI's `x-ratelimit-*` headers for the first rate limit on the request's path.
 fn rate_limit_headers(edge: &Edge, asks: &[Ask]) -> Vec<(HeaderName, HeaderValue)> {
-    let mut out = Vec::with_capacity(6);
+    let mut out = Vec::new();
     for kind in [Kind::Requests, Kind::Tokens] {
         let Some(a) = asks.iter().find(|a| a.kind == kind) else { continue };
         if let Some((limit, remaining, reset)) = edge.quota.rate_status(&a.scope, kind) {
+            if out.is_empty() {
+                out.reserve_exact(6);
+            }
             out.extend(crate::error::rate_headers(kind == Kind::Tokens, limit, remaining, reset));
         }
     }
@@ -265,9 +268,7 @@ async fn proxy(
     if !asks.is_empty() {
         let reservation = edge.quota.reserve(&asks).await.map_err(ApiError::from)?;
         rec.reservation = Some(reservation);
-        if asks.iter().any(|a| matches!(a.kind, Kind::Requests | Kind::Tokens)) {
-            *rate_headers = rate_limit_headers(edge, &asks);
-        }
+        *rate_headers = rate_limit_headers(edge, &asks);
     }
     let req = forward::Request {
         body: &body,
