@@ -15,6 +15,7 @@ use crate::adapt::{self, BuildError, Mode, Parsed};
 use crate::balance::{self, Estimate};
 use crate::body::RequestBody;
 use crate::breaker::now_ms;
+use crate::coalesce::Coalesce;
 use crate::config::{Endpoint, ModelRoute, ProviderKind, Target};
 use crate::convert::{ConvertRelay, ErrorEvents, Source};
 use crate::error::{ApiError, ClientFormat};
@@ -317,7 +318,11 @@ async fn attempt(
         let body = if mode == Mode::OpenAi {
             let relay = SseRelay::new(resp.into_body(), req.body.include_usage, deadline, rec);
             match relay.start(ttft).await {
-                Ok(r) => RespBody::Sse(Box::new(r)),
+                Ok(r) => {
+                    let mut relay = Box::new(Coalesce::new(r));
+                    relay.prefetch().await;
+                    RespBody::Sse(relay)
+                }
                 Err((e, rec)) => {
                     *record = Some(rec);
                     return Err(start_failure(e));
@@ -333,7 +338,11 @@ async fn attempt(
             let errors = ErrorEvents::of(req.client, req.endpoint == Endpoint::Responses);
             let relay = ConvertRelay::new(source, pipeline, errors, deadline, rec);
             match relay.start(ttft).await {
-                Ok(r) => RespBody::Converted(Box::new(r)),
+                Ok(r) => {
+                    let mut relay = Box::new(Coalesce::new(r));
+                    relay.prefetch().await;
+                    RespBody::Converted(relay)
+                }
                 Err((e, rec)) => {
                     *record = Some(rec);
                     return Err(start_failure(e));

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod balance;
 pub mod body;
 pub mod breaker;
+pub mod coalesce;
 pub mod config;
 pub mod convert;
 pub mod error;

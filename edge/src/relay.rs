@@ -1,12 +1,13 @@
 //! Response bodies: whole ones, and OpenAI SSE streams relayed event by event.
 //!
-//! The relay writes each upstream event to the client as soon as it is parsed, counts tokens
+//! The relay writes each upstream event to the client as soon as it is parsed (together with
+//! whatever else the upstream already sent, see [`crate::coalesce`]), counts tokens
 //! from the usage chunk, hides that chunk from clients that did not ask for it, and ends a
 //! broken stream with an error event rather than a silent truncation.
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -17,13 +18,14 @@ use http_body_util::BodyDataStream;
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use crate::coalesce::Coalesce;
 use crate::provider::openai::{FirstTokenProbe, ProviderUsage, StreamChunk};
 use crate::record::RequestRecord;
 
 pub enum RespBody {
     Full(Option<Bytes>),
-    Sse(Box<SseRelay>),
-    Converted(Box<crate::convert::ConvertRelay>),
+    Sse(Box<Coalesce<SseRelay>>),
+    Converted(Box<Coalesce<crate::convert::ConvertRelay>>),
 }
 
 impl RespBody {
@@ -42,8 +44,8 @@ impl Body for RespBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Self::Sse(relay) => relay.poll_next_unpin(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
-            Self::Converted(relay) => relay.poll_next_unpin(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            Self::Sse(relay) => relay.poll_chunk(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            Self::Converted(relay) => relay.poll_chunk(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -209,40 +211,10 @@ impl SseRelay {
     }
 }
 
-/// Events already parsed together go out as one frame (one write), the first without a copy.
-#[derive(Default)]
-struct Batch {
-    first: Option<Bytes>,
-    more: Option<BytesMut>,
-}
-
-impl Batch {
-    fn push(&mut self, b: Bytes) {
-        match (&mut self.first, &mut self.more) {
-            (None, _) => self.first = Some(b),
-            (Some(_), Some(m)) => m.extend_from_slice(&b),
-            (Some(f), None) => {
-                let mut m = BytesMut::with_capacity(f.len() + b.len() * 4);
-                m.extend_from_slice(f);
-                m.extend_from_slice(&b);
-                self.more = Some(m);
-            }
-        }
-    }
-
-    fn take(self) -> Option<Bytes> {
-        match self.more {
-            Some(m) => Some(m.freeze()),
-            None => self.first,
-        }
-    }
-}
-
 impl Stream for SseRelay {
     type Item = Bytes;
 
-    /// Writes every event that is ready without waiting for the upstream, together: never holds
-    /// one back for a later read, but does not pay a frame per event either.
+    /// One event per item; [`Coalesce`] joins what is ready into one write.
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = self.get_mut();
         if let Some(b) = this.first.take() {
@@ -251,37 +223,28 @@ impl Stream for SseRelay {
         if this.finished {
             return Poll::Ready(None);
         }
-        let mut batch = Batch::default();
         loop {
             if this.deadline.as_mut().poll(cx).is_ready() {
                 this.finished = true;
                 this.record.finish(504, Some("upstream_timeout"));
-                batch.push(Self::error_event("the upstream did not finish the stream in time"));
-                return Poll::Ready(batch.take());
+                return Poll::Ready(Some(Self::error_event(
+                    "the upstream did not finish the stream in time",
+                )));
             }
-            let ev = match this.events.poll_next_unpin(cx) {
-                Poll::Ready(ev) => ev,
-                Poll::Pending => {
-                    return match batch.take() {
-                        Some(b) => Poll::Ready(Some(b)),
-                        None => Poll::Pending,
-                    };
-                }
-            };
+            let ev = ready!(this.events.poll_next_unpin(cx));
             match this.classify(ev) {
-                Next::Emit(b) => batch.push(b),
+                Next::Emit(b) => return Poll::Ready(Some(b)),
                 Next::Skip => {}
                 Next::End => {
                     this.finished = true;
                     this.record.finish(200, None);
-                    return Poll::Ready(batch.take());
+                    return Poll::Ready(None);
                 }
                 Next::Fail(code, msg) => {
                     this.finished = true;
                     // The status already went out as 200; the access log says what happened.
                     this.record.finish(502, Some(code));
-                    batch.push(Self::error_event(&msg));
-                    return Poll::Ready(batch.take());
+                    return Poll::Ready(Some(Self::error_event(&msg)));
                 }
             }
         }
