@@ -164,7 +164,7 @@ fn quota_asks(cfg: &EdgeConfig, key: &KeyEntry, route: &ModelRoute, estimate: Es
         .as_deref()
         .or_else(|| project.and_then(|p| p.team.as_deref()))
         .and_then(|t| cfg.teams.get(t));
-    let scopes = [Some(&key.quota), project.map(|p| &p.quota), team.map(|t| &t.quota)];
+    let scopes = [key.quota.as_deref(), project.map(|p| &p.quota), team.map(|t| &t.quota)];
     if scopes.iter().flatten().all(|l| !l.any()) {
         return Vec::new();
     }

@@ -68,7 +68,7 @@ impl Outbox {
         let hour = hour_now();
         let mut chunks: Vec<Vec<UsageRow>> = Vec::new();
         let mut keys = 0usize;
-        let mut last_key: Option<Arc<str>> = None;
+        let mut last_key: Option<smol_str::SmolStr> = None;
         for (k, c) in rows {
             if last_key.as_ref() != Some(&k.key_id) {
                 if keys.is_multiple_of(MAX_KEYS_PER_REPORT) {

@@ -13,7 +13,7 @@ use crate::FastMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UsageKey {
-    pub key_id: Arc<str>,
+    pub key_id: smol_str::SmolStr,
     pub project: Option<Arc<str>>,
     pub team: Option<Arc<str>>,
     pub model: Arc<str>,
