@@ -54,8 +54,27 @@ fn for_edge(mut r: Resource, key: Option<&MasterKey>) -> Resource {
     r
 }
 
-fn snapshot(view: &View, key: Option<&MasterKey>) -> ConfigUpdate {
-    ConfigUpdate { update: Some(config_update::Update::Snapshot(view.snapshot(|r| for_edge(r, key)))) }
+/// Keys per snapshot part for edges that take parts: ~2 MiB encoded, ~3 MiB decoded.
+const KEYS_PER_PART: usize = 10_000;
+
+/// Sends the view as a snapshot: in parts to an edge that accepts them, else as one message.
+/// False when the edge went away.
+async fn send_snapshot(
+    tx: &mpsc::Sender<Result<ConfigUpdate, Status>>,
+    view: &View,
+    key: Option<&MasterKey>,
+    parts: bool,
+) -> bool {
+    let wrap = |s| Ok(ConfigUpdate { update: Some(config_update::Update::Snapshot(s)) });
+    if !parts {
+        return tx.send(wrap(view.snapshot(|r| for_edge(r, key)))).await.is_ok();
+    }
+    for part in view.snapshot_parts(KEYS_PER_PART, |r| for_edge(r, key)) {
+        if tx.send(wrap(part)).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 fn delta(d: &proto::Delta, key: Option<&MasterKey>) -> ConfigUpdate {
@@ -87,12 +106,11 @@ impl Sync for SyncService {
             let key = key.as_deref();
             let mut sent = match bc.start_for(req.known_revision as i64) {
                 Start::Snapshot(view) => {
-                    let rev = view.revision;
-                    if tx.send(Ok(snapshot(&view, key))).await.is_err() {
+                    if !send_snapshot(&tx, &view, key, req.accepts_parts).await {
                         registry.disconnected(&req.edge_id);
                         return;
                     }
-                    rev
+                    view.revision
                 }
                 Start::Deltas(deltas, rev) => {
                     for d in deltas {
@@ -119,7 +137,10 @@ impl Sync for SyncService {
                     Ok(Update::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         let view = bc.view();
                         sent = view.revision;
-                        snapshot(&view, key)
+                        if !send_snapshot(&tx, &view, key, req.accepts_parts).await {
+                            break;
+                        }
+                        continue;
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 };

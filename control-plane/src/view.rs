@@ -90,16 +90,47 @@ impl View {
     pub fn snapshot(&self, mut map: impl FnMut(Resource) -> Resource) -> proto::Snapshot {
         let mut s = proto::Snapshot { revision: self.revision.max(0) as u64, ..Default::default() };
         for stored in self.resources.values() {
-            match map(stored.resource.clone()).resource {
-                Some(resource::Resource::Provider(p)) => s.providers.push(p),
-                Some(resource::Resource::Model(m)) => s.models.push(m),
-                Some(resource::Resource::Team(t)) => s.teams.push(t),
-                Some(resource::Resource::Project(p)) => s.projects.push(p),
-                Some(resource::Resource::Key(k)) => s.keys.push(k),
-                None => {}
-            }
+            push(&mut s, map(stored.resource.clone()));
         }
         s
+    }
+
+    /// The same snapshot in parts of at most `keys_per_part` keys (at least one part), made one
+    /// at a time as they are taken: a million keys need never be one message in memory. The
+    /// first part has every other resource (they sort before keys); each but the last says
+    /// `more`.
+    pub fn snapshot_parts<'a>(
+        &'a self,
+        keys_per_part: usize,
+        mut map: impl FnMut(Resource) -> Resource + 'a,
+    ) -> impl Iterator<Item = proto::Snapshot> + 'a {
+        let revision = self.revision.max(0) as u64;
+        let mut resources = self.resources.values().peekable();
+        let mut done = false;
+        std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            let mut part = proto::Snapshot { revision, ..Default::default() };
+            while part.keys.len() < keys_per_part.max(1) {
+                let Some(stored) = resources.next() else { break };
+                push(&mut part, map(stored.resource.clone()));
+            }
+            part.more = resources.peek().is_some();
+            done = !part.more;
+            Some(part)
+        })
+    }
+}
+
+fn push(s: &mut proto::Snapshot, r: Resource) {
+    match r.resource {
+        Some(resource::Resource::Provider(p)) => s.providers.push(p),
+        Some(resource::Resource::Model(m)) => s.models.push(m),
+        Some(resource::Resource::Team(t)) => s.teams.push(t),
+        Some(resource::Resource::Project(p)) => s.projects.push(p),
+        Some(resource::Resource::Key(k)) => s.keys.push(k),
+        None => {}
     }
 }
 
@@ -138,4 +169,58 @@ pub fn decode_kv(key: &[u8], value: &[u8]) -> Option<(ResourceKind, String, Reso
     let (kind, name) = layout::parse_key(key)?;
     let r = layout::decode(kind, value).ok()?;
     Some((kind, name.to_owned(), r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(keys: usize) -> View {
+        let mut v = View { revision: 3, ..View::default() };
+        let mut put = |kind: ResourceKind, name: String, r: resource::Resource| {
+            v.resources.insert(
+                (kind as i32, name),
+                Stored { resource: Resource { resource: Some(r) }, mod_revision: 1 },
+            );
+        };
+        put(
+            ResourceKind::Team,
+            "t".into(),
+            resource::Resource::Team(proto::Team { name: "t".into(), ..Default::default() }),
+        );
+        for i in 0..keys {
+            let id = format!("k{i:03}");
+            put(
+                ResourceKind::Key,
+                id.clone(),
+                resource::Resource::Key(proto::Key { id, ..Default::default() }),
+            );
+        }
+        put(
+            ResourceKind::Model,
+            "m".into(),
+            resource::Resource::Model(proto::Model { name: "m".into(), ..Default::default() }),
+        );
+        v
+    }
+
+    #[test]
+    fn parts_carry_every_resource_once_and_only_the_last_says_no_more() {
+        let v = view(25);
+        let parts: Vec<_> = v.snapshot_parts(10, |r| r).collect();
+        let shape: Vec<_> = parts
+            .iter()
+            .map(|p| (p.revision, p.teams.len() + p.models.len(), p.keys.len(), p.more))
+            .collect();
+        assert_eq!(shape, [(3, 2, 10, true), (3, 0, 10, true), (3, 0, 5, false)]);
+        let ids: Vec<_> = parts.iter().flat_map(|p| &p.keys).map(|k| k.id.as_str()).collect();
+        let whole = v.snapshot(|r| r);
+        assert_eq!(ids, whole.keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>());
+
+        let exact: Vec<_> = view(20).snapshot_parts(10, |r| r).map(|p| (p.keys.len(), p.more)).collect();
+        assert_eq!(exact, [(10, true), (10, false)], "no empty last part");
+        let none: Vec<_> =
+            view(0).snapshot_parts(10, |r| r).map(|p| (p.teams.len(), p.keys.len(), p.more)).collect();
+        assert_eq!(none, [(1, 0, false)]);
+    }
 }

@@ -545,17 +545,35 @@ impl EdgeConfig {
         if scopes_changed {
             next.rebuild_scopes(ctx)?;
         }
+        next.insert_keys(keys, ctx)?;
+        Ok(next)
+    }
+
+    /// Adds the keys of a later part of a snapshot (`Snapshot.more`) to the config built from its
+    /// first part. In place: the config is not published yet, so no shard is shared or copied.
+    ///
+    /// # Errors
+    /// In strict mode, the first key that cannot be used.
+    pub fn add_keys(&mut self, keys: &[proto::Key], ctx: &ResolveCtx<'_>) -> Result<(), BuildError> {
+        self.insert_keys(keys.iter(), ctx)
+    }
+
+    fn insert_keys<'a>(
+        &mut self,
+        keys: impl Iterator<Item = &'a proto::Key>,
+        ctx: &ResolveCtx<'_>,
+    ) -> Result<(), BuildError> {
         for k in keys {
-            if let Some((hash, entry)) = tolerate(ctx, key_entry(k, &next.teams, &next.projects))? {
-                if let Some(old) = next.key_hashes.insert(entry.id.clone(), hash)
+            if let Some((hash, entry)) = tolerate(ctx, key_entry(k, &self.teams, &self.projects))? {
+                if let Some(old) = self.key_hashes.insert(entry.id.clone(), hash)
                     && old != hash
                 {
-                    next.keys.remove(&old);
+                    self.keys.remove(&old);
                 }
-                next.keys.insert(hash, Arc::new(entry));
+                self.keys.insert(hash, Arc::new(entry));
             }
         }
-        Ok(next)
+        Ok(())
     }
 
     fn rebuild_routes(&mut self, ctx: &ResolveCtx<'_>, clients: &ClientCache) -> Result<(), BuildError> {

@@ -47,6 +47,14 @@ async fn a_hundred_thousand_keys_then_one_more_reaches_the_edge_within_a_second(
         after_create.elapsed().min(took)
     );
     assert!(took < Duration::from_secs(1), "one key took {took:?} to reach the edge");
+
+    // An edge that joins now gets them as a snapshot in parts of 10,000 keys, applied whole.
+    let joined = Instant::now();
+    let late = Llmgw::edge_of(&[&cp], &[], &[]).await;
+    for secret in ["sk-llmgw-bulk-00000000", &format!("sk-llmgw-bulk-{:08}", KEYS - 1), &secret] {
+        until_status(&late, secret, 200, Duration::from_secs(30)).await;
+    }
+    eprintln!("a late edge served every part's keys {:?} after it started", joined.elapsed());
     // Proportionate: a key costs the edge well under 2 KiB (hash, id, name, maps).
     assert!(
         total_kib.saturating_sub(idle_kib) < (KEYS as u64 * 2),

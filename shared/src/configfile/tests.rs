@@ -109,6 +109,7 @@ fn expected_example() -> proto::Snapshot {
     let chat_default = || Some(proto::ModelSet { names: vec!["chat-default".to_owned()] });
     proto::Snapshot {
         revision: 0,
+        more: false,
         providers: vec![
             proto::Provider {
                 name: "openai".into(),

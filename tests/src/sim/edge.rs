@@ -81,6 +81,8 @@ pub async fn watch_config(ix: usize, mut client: Client, sim: Arc<Sim>, gate: Ar
             edge_id: edge.id.clone(),
             known_revision: have,
             version: "llmgw-sim".into(),
+            // Simulated edges hold no config; one message per snapshot keeps their count simple.
+            accepts_parts: false,
         };
         let opened = tokio::select! {
             () = sim.stop.cancelled() => return,

@@ -7,6 +7,7 @@ use super::*;
 pub(crate) fn sample() -> Snapshot {
     Snapshot {
         revision: 9,
+        more: false,
         providers: vec![Provider {
             name: "openai".into(),
             kind: proto::ProviderKind::Openai.into(),
