@@ -106,12 +106,15 @@ impl View {
     ) -> impl Iterator<Item = proto::Snapshot> + 'a {
         let revision = self.revision.max(0) as u64;
         let mut resources = self.resources.values().peekable();
-        let mut done = false;
+        let (mut done, mut first) = (false, true);
         std::iter::from_fn(move || {
             if done {
                 return None;
             }
             let mut part = proto::Snapshot { revision, ..Default::default() };
+            if std::mem::take(&mut first) {
+                part.keys_total = self.key_names.len() as u64;
+            }
             while part.keys.len() < keys_per_part.max(1) {
                 let Some(stored) = resources.next() else { break };
                 push(&mut part, map(stored.resource.clone()));
@@ -190,6 +193,7 @@ mod tests {
         );
         for i in 0..keys {
             let id = format!("k{i:03}");
+            v.key_names.insert(format!("name-{i}"), id.clone());
             put(
                 ResourceKind::Key,
                 id.clone(),
@@ -213,6 +217,8 @@ mod tests {
             .map(|p| (p.revision, p.teams.len() + p.models.len(), p.keys.len(), p.more))
             .collect();
         assert_eq!(shape, [(3, 2, 10, true), (3, 0, 10, true), (3, 0, 5, false)]);
+        let totals: Vec<_> = parts.iter().map(|p| p.keys_total).collect();
+        assert_eq!(totals, [25, 0, 0], "the first part says how many keys are coming");
         let ids: Vec<_> = parts.iter().flat_map(|p| &p.keys).map(|k| k.id.as_str()).collect();
         let whole = v.snapshot(|r| r);
         assert_eq!(ids, whole.keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>());

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::FastMap;
 use crate::balance::{Rotation, Strategy, smooth_schedule};
 use crate::breaker::{Policy, TargetHealth};
-use crate::shard_map::ShardMap;
+use crate::key_table::KeyTable;
 use crate::upstream::{ClientCache, Clients};
 
 /// How the edge speaks to a provider.
@@ -336,8 +336,7 @@ fn upsert<T>(v: &mut Vec<T>, item: T, name: impl Fn(&T) -> &str) {
 #[derive(Clone, Default)]
 pub struct EdgeConfig {
     pub revision: u64,
-    pub keys: ShardMap<[u8; 32], Arc<KeyEntry>>,
-    key_hashes: ShardMap<SmolStr, [u8; 32]>,
+    pub keys: KeyTable,
     pub models: FastMap<Arc<str>, Arc<ModelRoute>>,
     /// Aliases in configuration order, for `GET /v1/models`.
     pub model_order: Vec<Arc<str>>,
@@ -471,7 +470,11 @@ impl EdgeConfig {
             .chain(s.models.iter().map(Upsert::Model))
             .chain(s.teams.iter().map(Upsert::Team))
             .chain(s.projects.iter().map(Upsert::Project));
-        Self::default().apply(s.revision, upserts, s.keys.iter(), &[], ctx, clients)
+        let mut empty = Self::default();
+        // Tables sized once: grown by doubling, a million keys leave ~140 MiB of freed tables
+        // behind that the allocator returns to the system only slowly.
+        empty.keys.reserve((s.keys_total as usize).max(s.keys.len()));
+        empty.apply(s.revision, upserts, s.keys.iter(), &[], ctx, clients)
     }
 
     /// This config with a delta applied, sharing everything the delta did not touch.
@@ -496,12 +499,14 @@ impl EdgeConfig {
             Some(R::Key(k)) => Some(k),
             _ => None,
         });
-        self.apply(d.revision, upserts, keys, &d.deletes, ctx, clients)
+        self.clone().apply(d.revision, upserts, keys, &d.deletes, ctx, clients)
     }
 
     /// Keys go last: they name teams and projects, whose names they then share.
+    /// Consumes the version it changes: a clone shares every shard with its original, and the
+    /// first write to each would copy it (at a million keys, every table twice over).
     fn apply<'a>(
-        &self,
+        self,
         revision: u64,
         upserts: impl Iterator<Item = Upsert<'a>>,
         keys: impl Iterator<Item = &'a proto::Key>,
@@ -510,7 +515,7 @@ impl EdgeConfig {
         clients: &ClientCache,
     ) -> Result<Self, BuildError> {
         use proto::ResourceKind as K;
-        let mut next = self.clone();
+        let mut next = self;
         next.revision = revision;
         let (mut routes_changed, mut scopes_changed) = (false, false);
         for d in deletes {
@@ -519,11 +524,7 @@ impl EdgeConfig {
                 Ok(K::Model) => next.sources.models.retain(|m| m.name != d.name),
                 Ok(K::Team) => next.sources.teams.retain(|t| t.name != d.name),
                 Ok(K::Project) => next.sources.projects.retain(|p| p.name != d.name),
-                Ok(K::Key) => {
-                    if let Some(h) = next.key_hashes.remove(d.name.as_str()) {
-                        next.keys.remove(&h);
-                    }
-                }
+                Ok(K::Key) => next.keys.remove_id(&d.name),
                 _ => {}
             }
             routes_changed |= matches!(K::try_from(d.kind), Ok(K::Provider | K::Model));
@@ -565,12 +566,7 @@ impl EdgeConfig {
     ) -> Result<(), BuildError> {
         for k in keys {
             if let Some((hash, entry)) = tolerate(ctx, key_entry(k, &self.teams, &self.projects))? {
-                if let Some(old) = self.key_hashes.insert(entry.id.clone(), hash)
-                    && old != hash
-                {
-                    self.keys.remove(&old);
-                }
-                self.keys.insert(hash, Arc::new(entry));
+                self.keys.insert(hash, entry);
             }
         }
         Ok(())

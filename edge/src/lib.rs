@@ -11,6 +11,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod forward;
+pub mod key_table;
 pub mod metrics;
 pub mod provider;
 pub mod proxy;

@@ -110,6 +110,7 @@ fn expected_example() -> proto::Snapshot {
     proto::Snapshot {
         revision: 0,
         more: false,
+        keys_total: 0,
         providers: vec![
             proto::Provider {
                 name: "openai".into(),

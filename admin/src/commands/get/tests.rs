@@ -8,6 +8,7 @@ pub(crate) fn sample() -> Snapshot {
     Snapshot {
         revision: 9,
         more: false,
+        keys_total: 0,
         providers: vec![Provider {
             name: "openai".into(),
             kind: proto::ProviderKind::Openai.into(),
