@@ -83,6 +83,59 @@ fn delta(d: &proto::Delta, key: Option<&MasterKey>) -> ConfigUpdate {
     ConfigUpdate { update: Some(config_update::Update::Delta(d)) }
 }
 
+/// Feeds one edge's config stream until the edge goes away: where it is behind (a snapshot, or
+/// the deltas it missed), then each change.
+async fn stream_updates(
+    tx: mpsc::Sender<Result<ConfigUpdate, Status>>,
+    mut updates: broadcast::Receiver<Update>,
+    bc: &Broadcaster,
+    key: Option<&MasterKey>,
+    req: &WatchConfigRequest,
+) {
+    let mut sent = match bc.start_for(req.known_revision as i64) {
+        Start::Snapshot(view) => {
+            if !send_snapshot(&tx, &view, key, req.accepts_parts).await {
+                return;
+            }
+            view.revision
+        }
+        Start::Deltas(deltas, rev) => {
+            for d in deltas {
+                if tx.send(Ok(delta(&d, key))).await.is_err() {
+                    return;
+                }
+            }
+            rev
+        }
+    };
+    loop {
+        let msg = tokio::select! {
+            () = tx.closed() => return,
+            m = updates.recv() => m,
+        };
+        let out = match msg {
+            Ok(Update::Delta(d)) if d.revision as i64 > sent => {
+                sent = d.revision as i64;
+                delta(&d, key)
+            }
+            Ok(Update::Delta(_)) => continue,
+            // Fell behind or the view was rebuilt: start over from a snapshot.
+            Ok(Update::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                let view = bc.view();
+                sent = view.revision;
+                if !send_snapshot(&tx, &view, key, req.accepts_parts).await {
+                    return;
+                }
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if tx.send(Ok(out)).await.is_err() {
+            return;
+        }
+    }
+}
+
 type Updates = Pin<Box<dyn Stream<Item = Result<ConfigUpdate, Status>> + Send>>;
 type Acks = Pin<Box<dyn Stream<Item = Result<UsageAck, Status>> + Send>>;
 
@@ -100,53 +153,19 @@ impl Sync for SyncService {
         self.broadcaster.loaded(std::time::Duration::from_secs(10)).await?;
         let (tx, rx) = mpsc::channel::<Result<ConfigUpdate, Status>>(16);
         let (bc, registry, key) = (self.broadcaster.clone(), self.registry.clone(), self.master_key.clone());
-        let mut updates = bc.subscribe();
+        // The stream is endless and the server's graceful shutdown waits for it: it ends itself
+        // when the control plane stops, with a status that sends the edge to another replica at
+        // once (not after its keepalive notices).
+        let stop = self.ledger.stopping().clone();
+        let stopping = tx.clone();
+        let updates = bc.subscribe();
         registry.connected(&req.edge_id, &req.version);
         tokio::spawn(async move {
-            let key = key.as_deref();
-            let mut sent = match bc.start_for(req.known_revision as i64) {
-                Start::Snapshot(view) => {
-                    if !send_snapshot(&tx, &view, key, req.accepts_parts).await {
-                        registry.disconnected(&req.edge_id);
-                        return;
-                    }
-                    view.revision
+            tokio::select! {
+                () = stop.cancelled() => {
+                    let _ = stopping.try_send(Err(Status::unavailable("the control plane is stopping")));
                 }
-                Start::Deltas(deltas, rev) => {
-                    for d in deltas {
-                        if tx.send(Ok(delta(&d, key))).await.is_err() {
-                            registry.disconnected(&req.edge_id);
-                            return;
-                        }
-                    }
-                    rev
-                }
-            };
-            loop {
-                let msg = tokio::select! {
-                    () = tx.closed() => break,
-                    m = updates.recv() => m,
-                };
-                let out = match msg {
-                    Ok(Update::Delta(d)) if d.revision as i64 > sent => {
-                        sent = d.revision as i64;
-                        delta(&d, key)
-                    }
-                    Ok(Update::Delta(_)) => continue,
-                    // Fell behind or the view was rebuilt: start over from a snapshot.
-                    Ok(Update::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let view = bc.view();
-                        sent = view.revision;
-                        if !send_snapshot(&tx, &view, key, req.accepts_parts).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                };
-                if tx.send(Ok(out)).await.is_err() {
-                    break;
-                }
+                () = stream_updates(tx, updates, &bc, key.as_deref(), &req) => {}
             }
             registry.disconnected(&req.edge_id);
         });

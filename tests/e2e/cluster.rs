@@ -147,6 +147,23 @@ async fn edges_survive_a_killed_control_plane_and_reconnect_to_its_restart() {
 }
 
 #[tokio::test]
+async fn a_control_plane_with_edges_connected_stops_promptly_on_sigterm() {
+    let etcd = Etcd::start().await;
+    let mock = MockProvider::start().await.unwrap();
+    let mut cp = cp_on_etcd(&etcd, "cp-1").await;
+    apply(&cp, &cluster_config(&mock.base_url())).await;
+    let secret = create_key(&cp, "app").await;
+    let edge = Llmgw::edge_of(&[&cp], &[], &[]).await;
+    until_status(&edge, &secret, 200, PATIENCE).await;
+
+    // A rolling restart: the edge's config and usage streams must not hold the replica open.
+    cp.signal("TERM");
+    let exit = cp.wait_exit(Duration::from_secs(10)).await;
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(status(&edge, &secret).await, 200);
+}
+
+#[tokio::test]
 async fn a_change_through_one_replica_reaches_edges_of_the_other() {
     let etcd = Etcd::start().await;
     let mock = MockProvider::start().await.unwrap();
