@@ -71,7 +71,11 @@ pub async fn run(args: DevArgs, stop: CancellationToken) -> anyhow::Result<()> {
         edge_tokens: vec![],
         master_key: Some(master_key),
     };
-    let cp = llmgw_control_plane::start(cp_args, secrets, stop.clone()).await?;
+    // The control plane stops after the edge: the edge's last usage report then reaches the
+    // ledger, instead of retrying a stopped control plane until its flush gives up.
+    let cp_stop = CancellationToken::new();
+    let _stop_cp = cp_stop.clone().drop_guard();
+    let cp = llmgw_control_plane::start(cp_args, secrets, cp_stop.clone()).await?;
     if let Some(path) = &args.config {
         let desired = llmgw_shared::configfile::load(path)?;
         let applied =
@@ -104,7 +108,14 @@ pub async fn run(args: DevArgs, stop: CancellationToken) -> anyhow::Result<()> {
         token_file.display(),
         token_file.display(),
     );
-    llmgw_edge::run(edge_args, stop).await?;
+    // The edge runs as `llmgw edge` does, thread-per-core beside the control plane's runtime, so
+    // what an operator measures against `llmgw dev` is the edge's own throughput.
+    let edge_stop = stop.clone();
+    let workers = crate::edge_workers();
+    tokio::task::spawn_blocking(move || llmgw_edge::run_threaded(edge_args, workers, move || edge_stop))
+        .await
+        .context("the edge's thread failed")??;
+    cp_stop.cancel();
     if let Ok(Err(e)) = cp.done.await {
         return Err(e.into());
     }

@@ -43,9 +43,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Edge(args) => {
-            let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-            let workers = std::env::var("LLMGW_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(workers);
-            llmgw_edge::run_threaded(args, workers, shutdown_signal)?;
+            llmgw_edge::run_threaded(args, edge_workers(), shutdown_signal)?;
             Ok(())
         }
         Command::ControlPlane(args) => runtime()?.block_on(async {
@@ -61,6 +59,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The edge's worker threads: one per core, or `LLMGW_WORKERS`.
+fn edge_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    std::env::var("LLMGW_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(cores)
 }
 
 fn env_list(name: &str) -> Vec<String> {

@@ -30,7 +30,6 @@ pub mod usage;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -214,26 +213,6 @@ async fn start(args: &EdgeArgs, stop: &CancellationToken) -> Result<Started, Edg
     Ok(Started { edge, tasks, drained, metrics_addr, opts })
 }
 
-/// Runs the edge on the current (multi-thread) runtime until `stop` is cancelled, then drains.
-/// `llmgw dev` uses this; `llmgw edge` uses [`run_threaded`].
-///
-/// # Errors
-/// A config that does not load at start, or an address that cannot be bound.
-pub async fn run(args: EdgeArgs, stop: CancellationToken) -> Result<(), EdgeError> {
-    let started = start(&args, &stop).await?;
-    let addr = args.listen;
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.map_err(|source| EdgeError::Bind { addr, source })?;
-    let http = listener.local_addr().map_err(|source| EdgeError::Bind { addr, source })?;
-    // Logged once every handler (SIGHUP included) is in place: tests and scripts wait for it.
-    tracing::info!(http = %http, metrics = %started.metrics_addr, "edge listening");
-    server::serve(listener, started.edge, started.opts, stop, Arc::new(AtomicUsize::new(1))).await;
-    started.drained.cancel();
-    started.tasks.close();
-    started.tasks.wait().await;
-    Ok(())
-}
-
 /// Runs the edge thread-per-core: `workers` threads, each a single-threaded runtime with its
 /// own `SO_REUSEPORT` listener and its own upstream connection pools, so a request is accepted,
 /// forwarded and answered on one thread without cross-thread wake-ups (on 2 cores this took the
@@ -241,7 +220,7 @@ pub async fn run(args: EdgeArgs, stop: CancellationToken) -> Result<(), EdgeErro
 /// sync and metrics run on a separate control thread. `make_stop` is called on that thread.
 ///
 /// # Errors
-/// As [`run`].
+/// A config that does not load at start, or an address that cannot be bound.
 pub fn run_threaded(
     args: EdgeArgs,
     workers: usize,
@@ -264,15 +243,15 @@ pub fn run_threaded(
             .and_then(|l| l.local_addr().ok())
             .ok_or_else(|| EdgeError::Bind { addr, source: std::io::Error::other("no listener") })?;
         let mut threads = Vec::with_capacity(workers);
-        let open = Arc::new(AtomicUsize::new(listeners.len()));
+        let all = server::Workers::new(listeners.len());
         for (i, listener) in listeners.into_iter().enumerate() {
-            let (edge, stop, opts, open) = (started.edge.clone(), stop.clone(), started.opts, open.clone());
+            let (edge, stop, opts, all) = (started.edge.clone(), stop.clone(), started.opts, all.clone());
             let spawned = std::thread::Builder::new().name(format!("llmgw-edge-{i}")).spawn(move || {
                 upstream::set_worker(i);
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    server::serve(listener, edge, opts, stop, open).await;
+                    server::serve(listener, edge, opts, stop, all).await;
                     Ok::<(), std::io::Error>(())
                 })
             });
