@@ -21,16 +21,27 @@ pub struct ServerOptions {
     pub shutdown_grace: Duration,
 }
 
+/// The workers of one edge, counted so the shutdown lines speak for all of them: "draining" when
+/// no worker accepts any more, "drained" when none has a connection left.
+pub struct Workers {
+    accepting: AtomicUsize,
+    serving: AtomicUsize,
+}
+
+impl Workers {
+    #[must_use]
+    pub fn new(n: usize) -> Arc<Self> {
+        Arc::new(Self { accepting: AtomicUsize::new(n), serving: AtomicUsize::new(n) })
+    }
+}
+
 /// Accepts until `stop` is cancelled, then lets in-flight requests finish within the grace.
-///
-/// `open` counts the listeners (one per worker) still accepting; the worker that closes the last
-/// one logs that draining began, so the line means no new connection is accepted anywhere.
 pub async fn serve(
     listener: TcpListener,
     edge: Arc<Edge>,
     opts: ServerOptions,
     stop: CancellationToken,
-    open: Arc<AtomicUsize>,
+    workers: Arc<Workers>,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(opts.header_read_timeout).keep_alive(true);
@@ -65,12 +76,19 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if open.fetch_sub(1, Ordering::AcqRel) == 1 {
+    if workers.accepting.fetch_sub(1, Ordering::AcqRel) == 1 {
         tracing::info!(grace_ms = opts.shutdown_grace.as_millis() as u64, "draining in-flight requests");
     }
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(opts.shutdown_grace) => tracing::warn!("shutdown grace elapsed; closing remaining connections"),
+    let drained = tokio::select! {
+        () = graceful.shutdown() => true,
+        () = tokio::time::sleep(opts.shutdown_grace) => false,
+    };
+    if !drained {
+        tracing::warn!("shutdown grace elapsed; closing remaining connections");
+    }
+    // The last worker to finish speaks for all, after the "draining" line.
+    if workers.serving.fetch_sub(1, Ordering::AcqRel) == 1 && drained {
+        tracing::info!("all connections drained");
     }
 }
 

@@ -81,6 +81,11 @@ async fn sigterm_drains_in_flight_streams_then_exits_zero() {
     assert!(text.ends_with("data: [DONE]\n\n"), "stream cut by shutdown: {text}");
     let status = gw.wait_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "{status}");
+    // One line each for the whole edge, in the order they happened.
+    let lines: Vec<String> = gw.logs().into_iter().filter(|l| l.contains("drain")).collect();
+    let said = |m: &str| lines.iter().filter(|l| l.contains(m)).count();
+    assert_eq!((said("draining in-flight requests"), said("all connections drained")), (1, 1), "{lines:#?}");
+    assert!(lines[0].contains("draining in-flight requests"), "{lines:#?}");
 }
 
 #[tokio::test]
