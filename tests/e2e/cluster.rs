@@ -116,15 +116,29 @@ async fn three_edges_serve_and_a_revoked_key_is_refused_everywhere_within_a_seco
     }
 }
 
-#[tokio::test]
-async fn edges_survive_a_killed_control_plane_and_reconnect_to_its_restart() {
+/// etcd, a control plane on it and an edge following it, serving the key `secret`.
+struct One {
+    etcd: Etcd,
+    mock: MockProvider,
+    cp: Llmgw,
+    edge: Llmgw,
+    secret: String,
+}
+
+async fn one_of_each() -> One {
     let etcd = Etcd::start().await;
     let mock = MockProvider::start().await.unwrap();
-    let mut cp = cp_on_etcd(&etcd, "cp-1").await;
+    let cp = cp_on_etcd(&etcd, "cp-1").await;
     apply(&cp, &cluster_config(&mock.base_url())).await;
     let secret = create_key(&cp, "app").await;
     let edge = Llmgw::edge_of(&[&cp], &[], &[]).await;
     until_status(&edge, &secret, 200, PATIENCE).await;
+    One { etcd, mock, cp, edge, secret }
+}
+
+#[tokio::test]
+async fn edges_survive_a_killed_control_plane_and_reconnect_to_its_restart() {
+    let One { etcd, mock: _mock, mut cp, edge, secret } = one_of_each().await;
 
     let grpc = cp.http.to_string();
     cp.signal("KILL");
@@ -148,13 +162,7 @@ async fn edges_survive_a_killed_control_plane_and_reconnect_to_its_restart() {
 
 #[tokio::test]
 async fn a_control_plane_with_edges_connected_stops_promptly_on_sigterm() {
-    let etcd = Etcd::start().await;
-    let mock = MockProvider::start().await.unwrap();
-    let mut cp = cp_on_etcd(&etcd, "cp-1").await;
-    apply(&cp, &cluster_config(&mock.base_url())).await;
-    let secret = create_key(&cp, "app").await;
-    let edge = Llmgw::edge_of(&[&cp], &[], &[]).await;
-    until_status(&edge, &secret, 200, PATIENCE).await;
+    let One { etcd: _etcd, mock: _mock, mut cp, edge, secret } = one_of_each().await;
 
     // A rolling restart: the edge's config and usage streams must not hold the replica open.
     cp.signal("TERM");
