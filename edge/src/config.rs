@@ -424,6 +424,7 @@ fn build_provider(
         headers.push((name, value));
     }
     let ms = |v: u64, default: u64| std::time::Duration::from_millis(if v == 0 { default } else { v });
+    let client = clients.get(&base_url, ms(p.connect_timeout_ms, 5_000)).map_err(err)?;
     Ok(Provider {
         name: p.name.as_str().into(),
         kind,
@@ -437,7 +438,7 @@ fn build_provider(
         drop_unsupported_params: p.drop_unsupported_params,
         headers,
         timeout: ms(p.timeout_ms, 600_000),
-        client: clients.get(ms(p.connect_timeout_ms, 5_000)),
+        client,
     })
 }
 

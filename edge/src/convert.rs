@@ -13,7 +13,6 @@ use bytes::{Bytes, BytesMut};
 use eventsource_stream2::{EventStream, Eventsource};
 use futures_util::{Stream, StreamExt};
 use http_body_util::BodyDataStream;
-use hyper::body::Incoming;
 use llmgw_translate::bedrock::EventStreamDecoder;
 use tokio::time::Sleep;
 
@@ -21,13 +20,14 @@ use crate::adapt::Pipeline;
 use crate::error::ClientFormat;
 use crate::record::RequestRecord;
 use crate::relay::StartError;
+use crate::upstream::UpstreamBody;
 
 /// Where the provider's events come from.
 pub enum Source {
-    Sse(EventStream<BodyDataStream<Incoming>>),
+    Sse(EventStream<BodyDataStream<UpstreamBody>>),
     /// `application/vnd.amazon.eventstream` (Bedrock's ConverseStream).
     Aws {
-        body: BodyDataStream<Incoming>,
+        body: BodyDataStream<UpstreamBody>,
         decoder: EventStreamDecoder,
         queue: VecDeque<(String, String, Bytes)>,
     },
@@ -38,12 +38,12 @@ type Event = (Option<String>, String);
 
 impl Source {
     #[must_use]
-    pub fn sse(body: Incoming) -> Self {
+    pub fn sse(body: UpstreamBody) -> Self {
         Self::Sse(BodyDataStream::new(body).eventsource())
     }
 
     #[must_use]
-    pub fn aws(body: Incoming) -> Self {
+    pub fn aws(body: UpstreamBody) -> Self {
         Self::Aws {
             body: BodyDataStream::new(body),
             decoder: EventStreamDecoder::new(),

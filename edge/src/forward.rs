@@ -8,7 +8,6 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use tokio::time::timeout_at;
 
 use crate::adapt::{self, BuildError, Mode, Parsed};
@@ -23,6 +22,7 @@ use crate::metrics as m;
 use crate::provider::{self, ClientHeaders, RequestError, openai};
 use crate::record::{RequestRecord, Routed};
 use crate::relay::{RespBody, SseRelay, StartError};
+use crate::upstream::UpstreamBody;
 
 /// What an upstream may send back for one non-streamed answer (a large embeddings batch fits).
 const MAX_UPSTREAM_BODY: usize = 64 << 20;
@@ -276,7 +276,7 @@ async fn attempt(
     if let Some(r) = record.as_mut() {
         r.sending();
     }
-    let resp = match timeout_at(headers_by.into(), provider.client.get().request(upstream_req)).await {
+    let resp = match timeout_at(headers_by.into(), provider.client.get().send(upstream_req)).await {
         Err(_) => return Err(timeout(headers_by)),
         Ok(Err(e)) if e.is_connect() => return Err(Failure::new(Reason::Connect, chain(&e))),
         Ok(Err(e)) => return Err(Failure::new(Reason::BadResponse, chain(&e))),
@@ -399,7 +399,7 @@ async fn attempt(
 }
 
 /// A provider's own error: kept whole so it can be passed through with its status and body.
-async fn provider_error(resp: Response<Incoming>, deadline: Instant, mode: Mode) -> Failure {
+async fn provider_error(resp: Response<UpstreamBody>, deadline: Instant, mode: Mode) -> Failure {
     let (parts, body) = resp.into_parts();
     let status = parts.status.as_u16();
     let retry_after = parts

@@ -15,12 +15,12 @@ use eventsource_stream2::{EventStream, Eventsource};
 use futures_util::{Stream, StreamExt};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyDataStream;
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use crate::coalesce::Coalesce;
 use crate::provider::openai::{FirstTokenProbe, ProviderUsage, StreamChunk};
 use crate::record::RequestRecord;
+use crate::upstream::UpstreamBody;
 
 pub enum RespBody {
     Full(Option<Bytes>),
@@ -74,7 +74,7 @@ pub enum StartError {
 }
 
 pub struct SseRelay {
-    events: EventStream<BodyDataStream<Incoming>>,
+    events: EventStream<BodyDataStream<UpstreamBody>>,
     /// Events read before the first token (a role chunk), sent together with it.
     first: Option<Bytes>,
     client_wants_usage: bool,
@@ -96,7 +96,12 @@ enum Next {
 }
 
 impl SseRelay {
-    pub fn new(body: Incoming, client_wants_usage: bool, deadline: Instant, record: RequestRecord) -> Self {
+    pub fn new(
+        body: UpstreamBody,
+        client_wants_usage: bool,
+        deadline: Instant,
+        record: RequestRecord,
+    ) -> Self {
         Self {
             events: BodyDataStream::new(body).eventsource(),
             first: None,

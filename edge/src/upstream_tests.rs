@@ -1,0 +1,250 @@
+//! The upstream pools against real local servers: plain HTTP/1.1, and TLS that negotiates h2 or
+//! HTTP/1.1 (a self-signed `localhost` certificate from `testdata/`, trusted only here).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{Request, Response, Version};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+
+const CERT: &[u8] = include_bytes!("testdata/localhost.crt");
+const KEY: &[u8] = include_bytes!("testdata/localhost.key");
+
+type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// Answers `<version> <request target> <host>`; `x-close` makes it close the connection after
+/// answering, `x-hang` sends one chunk and never ends the body.
+async fn answer(req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
+    let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("-").to_owned();
+    let text = format!("{:?} {} {host}", req.version(), req.uri());
+    let mut resp = if req.headers().contains_key("x-hang") {
+        let first = futures_util::stream::once(async move { Ok(Frame::data(Bytes::from(text))) });
+        Response::new(BodyExt::boxed(StreamBody::new(first.chain(futures_util::stream::pending()))))
+    } else {
+        Response::new(BodyExt::boxed(Full::new(Bytes::from(text))))
+    };
+    if req.headers().contains_key("x-close") {
+        resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(resp)
+}
+
+struct Server {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Server {
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// A server on 127.0.0.1; with `alpn`, over TLS offering those protocols.
+async fn server(alpn: Option<&[&[u8]]>) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let tls = alpn.map(|protocols| {
+        let cert = CertificateDer::from_pem_slice(CERT).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(KEY).unwrap();
+        let mut cfg =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert], key)
+                .unwrap();
+        cfg.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+    });
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let auto = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                match tls {
+                    Some(acceptor) => {
+                        let Ok(stream) = acceptor.accept(tcp).await else { return };
+                        let _ = auto.serve_connection(TokioIo::new(stream), service_fn(answer)).await;
+                    }
+                    None => {
+                        let _ = auto.serve_connection(TokioIo::new(tcp), service_fn(answer)).await;
+                    }
+                }
+            });
+        }
+    });
+    Server { addr, accepted }
+}
+
+fn pool(base: &str) -> Arc<Pool> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(CERT).unwrap()).unwrap();
+    Arc::new(Pool::new(origin(base).unwrap(), connector(Duration::from_secs(5), roots)))
+}
+
+fn post(url: &str, header: Option<&'static str>) -> Request<ReqBody> {
+    let mut req = Request::post(url).body(Full::new(Bytes::from_static(b"{}"))).unwrap();
+    if let Some(h) = header {
+        req.headers_mut().insert(h, HeaderValue::from_static("1"));
+    }
+    req
+}
+
+async fn text(resp: Response<UpstreamBody>) -> (Version, String) {
+    let version = resp.version();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (version, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn http1_connections_are_reused_once_their_body_has_ended() {
+    let s = server(None).await;
+    let pool = pool(&format!("http://127.0.0.1:{}", s.addr.port()));
+    let url = format!("http://127.0.0.1:{}/v1/chat/completions?x=1", s.addr.port());
+    for _ in 0..3 {
+        let (version, body) = text(pool.send(post(&url, None)).await.unwrap()).await;
+        assert_eq!(version, Version::HTTP_11);
+        // Origin-form request target, and the Host the pool adds.
+        assert_eq!(body, format!("HTTP/1.1 /v1/chat/completions?x=1 127.0.0.1:{}", s.addr.port()));
+        assert_eq!(pool.idle_count(), 1);
+    }
+    assert_eq!(s.accepted(), 1);
+}
+
+#[tokio::test]
+async fn a_connection_the_provider_closes_is_not_reused() {
+    let s = server(None).await;
+    let pool = pool(&format!("http://127.0.0.1:{}", s.addr.port()));
+    let url = format!("http://127.0.0.1:{}/v1/x", s.addr.port());
+    text(pool.send(post(&url, Some("x-close"))).await.unwrap()).await;
+    text(pool.send(post(&url, None)).await.unwrap()).await;
+    assert_eq!(s.accepted(), 2);
+}
+
+#[tokio::test]
+async fn a_body_dropped_before_its_end_does_not_return_its_connection() {
+    let s = server(None).await;
+    let pool = pool(&format!("http://127.0.0.1:{}", s.addr.port()));
+    let url = format!("http://127.0.0.1:{}/v1/x", s.addr.port());
+    let mut body = pool.send(post(&url, Some("x-hang"))).await.unwrap().into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(first.starts_with(b"HTTP/1.1 /v1/x"));
+    drop(body);
+    assert_eq!(pool.idle_count(), 0);
+    text(pool.send(post(&url, None)).await.unwrap()).await;
+    assert_eq!(s.accepted(), 2);
+}
+
+/// A provider that closes an idle keep-alive connection (as load balancers do): the next request
+/// goes out on a new connection, and the client never sees the closed one.
+#[tokio::test]
+async fn an_idle_connection_closed_by_the_provider_is_replaced() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 1024];
+                // The request ends with its two-byte body.
+                while !seen.ends_with(b"\r\n\r\n{}") {
+                    let n = tcp.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "request cut short");
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+                drop(tcp);
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    let pool = pool(&format!("http://127.0.0.1:{port}"));
+    let url = format!("http://127.0.0.1:{port}/v1/x");
+    for _ in 0..3 {
+        let (_, body) = text(pool.send(post(&url, None)).await.unwrap()).await;
+        assert_eq!(body, "ok");
+        closed.recv().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn tls_that_negotiates_h2_shares_one_connection() {
+    let s = server(Some(&[b"h2", b"http/1.1"])).await;
+    let pool = pool(&format!("https://localhost:{}", s.addr.port()));
+    let url = format!("https://localhost:{}/v1/x", s.addr.port());
+    let (a, b) = tokio::join!(pool.send(post(&url, None)), pool.send(post(&url, None)));
+    // Both may open a connection while none exists yet; after that, one is shared.
+    let (va, _) = text(a.unwrap()).await;
+    let (vb, _) = text(b.unwrap()).await;
+    let before = s.accepted();
+    let (vc, body) = text(pool.send(post(&url, None)).await.unwrap()).await;
+    assert_eq!((va, vb, vc), (Version::HTTP_2, Version::HTTP_2, Version::HTTP_2));
+    assert!(body.starts_with("HTTP/2.0 https://localhost:"), "{body}");
+    assert_eq!(s.accepted(), before);
+    assert_eq!(pool.idle_count(), 0);
+}
+
+#[tokio::test]
+async fn tls_with_http1_only_sends_host_and_reuses_the_connection() {
+    let s = server(Some(&[b"http/1.1"])).await;
+    let pool = pool(&format!("https://localhost:{}", s.addr.port()));
+    let url = format!("https://localhost:{}/v1/x", s.addr.port());
+    for _ in 0..2 {
+        let (version, body) = text(pool.send(post(&url, None)).await.unwrap()).await;
+        assert_eq!(version, Version::HTTP_11);
+        assert_eq!(body, format!("HTTP/1.1 /v1/x localhost:{}", s.addr.port()));
+    }
+    assert_eq!(s.accepted(), 1);
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_a_connect_error() {
+    let s = server(Some(&[b"http/1.1"])).await;
+    let pool = Arc::new(Pool::new(
+        origin(&format!("https://localhost:{}", s.addr.port())).unwrap(),
+        connector(Duration::from_secs(5), webpki_roots()),
+    ));
+    let err = pool.send(post(&format!("https://localhost:{}/v1/x", s.addr.port()), None)).await.unwrap_err();
+    assert!(err.is_connect(), "{err:?}");
+    let chain = crate::forward::chain(&err);
+    assert!(chain.contains("certificate"), "{chain}");
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_connect_error() {
+    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let pool = pool(&format!("http://127.0.0.1:{port}"));
+    let err = pool.send(post(&format!("http://127.0.0.1:{port}/v1/x"), None)).await.unwrap_err();
+    assert!(err.is_connect(), "{err:?}");
+}
+
+#[test]
+fn base_urls_need_a_scheme_and_a_host() {
+    assert_eq!(origin("https://api.openai.com/v1").unwrap().to_string(), "https://api.openai.com/");
+    assert_eq!(origin("http://10.0.0.1:8080").unwrap().to_string(), "http://10.0.0.1:8080/");
+    for bad in ["api.openai.com/v1", "ftp://host/x", "/v1", "http://"] {
+        assert!(origin(bad).is_err(), "{bad}");
+    }
+}
