@@ -47,7 +47,10 @@ impl StreamChunk {
     /// every OpenAI-compatible server writes it; a key spelled `"\u0075sage"` would go uncounted.
     #[must_use]
     pub fn may_carry_usage(data: &[u8]) -> bool {
-        memchr::memmem::find_iter(data, b"\"usage\"").any(|at| {
+        // Built once: `memmem::find_iter` would build its searcher for every event.
+        static USAGE_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+        USAGE_KEY.find_iter(data).any(|at| {
             let rest = &data[at + 7..];
             let mut it = rest.iter().skip_while(|b| b.is_ascii_whitespace());
             it.next() == Some(&b':') && it.find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
@@ -76,15 +79,35 @@ struct ChoiceProbe {
     delta: Option<DeltaProbe>,
     /// Legacy completions stream `text` instead of a delta.
     #[serde(default)]
-    text: Option<String>,
+    text: Option<NonEmpty>,
     #[serde(default)]
-    finish_reason: Option<String>,
+    finish_reason: Option<IgnoredAny>,
+}
+
+/// A string read only for whether it is empty, without copying it.
+#[derive(Debug)]
+struct NonEmpty(bool);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = NonEmpty;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NonEmpty, E> {
+                Ok(NonEmpty(!v.is_empty()))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]
 struct DeltaProbe {
     #[serde(default)]
-    content: Option<String>,
+    content: Option<NonEmpty>,
     #[serde(default)]
     tool_calls: Option<IgnoredAny>,
     #[serde(default)]
@@ -97,9 +120,9 @@ impl FirstTokenProbe {
         let Ok(p) = serde_json::from_str::<Self>(data) else { return true };
         p.choices.iter().any(|c| {
             c.finish_reason.is_some()
-                || c.text.as_deref().is_some_and(|t| !t.is_empty())
+                || c.text.as_ref().is_some_and(|t| t.0)
                 || c.delta.as_ref().is_some_and(|d| {
-                    d.content.as_deref().is_some_and(|t| !t.is_empty())
+                    d.content.as_ref().is_some_and(|t| t.0)
                         || d.tool_calls.is_some()
                         || d.function_call.is_some()
                 })
@@ -109,7 +132,26 @@ impl FirstTokenProbe {
 
 #[cfg(test)]
 mod tests {
-    use super::StreamChunk;
+    use super::{FirstTokenProbe, StreamChunk};
+
+    #[test]
+    fn the_first_token_is_text_a_tool_call_or_a_finish() {
+        let has = FirstTokenProbe::has_token;
+        assert!(!has(
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#
+        ));
+        assert!(!has(r#"{"choices":[{"delta":{"role":"assistant"}}]}"#));
+        assert!(!has(r#"{"choices":[],"usage":null}"#));
+        assert!(has(r#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}"#));
+        assert!(has(r#"{"choices":[{"delta":{"content":"\n"}}]}"#));
+        assert!(has(r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#));
+        assert!(has(r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#));
+        assert!(has(r#"{"choices":[{"text":"x","finish_reason":null}]}"#));
+        assert!(!has(r#"{"choices":[{"text":"","finish_reason":null}]}"#));
+        // Not what it expects: passed on, and the stream counts as started.
+        assert!(has("not json"));
+        assert!(has(r#"{"choices":[{"delta":{"content":5}}]}"#));
+    }
 
     #[test]
     fn only_a_usage_object_needs_a_parse() {
