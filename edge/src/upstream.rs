@@ -7,7 +7,7 @@
 //! (callgrind). Here a pool serves exactly one origin, so finding a connection is a `Vec::pop`,
 //! and an HTTP/1.1 connection goes back when its response body ends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -181,8 +181,10 @@ pub struct Pool {
     /// `Host` for HTTP/1.1 requests that carry none.
     host: Option<HeaderValue>,
     connector: Connector,
-    idle: Mutex<Vec<Idle>>,
+    /// Most recently returned at the back: reused first, so the oldest age out at the front.
+    idle: Mutex<VecDeque<Idle>>,
     h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
+    idle_timeout: Duration,
 }
 
 impl Pool {
@@ -194,7 +196,14 @@ impl Pool {
                 _ => HeaderValue::from_str(a.host()).ok(),
             }
         });
-        Self { origin, host, connector, idle: Mutex::default(), h2: Mutex::default() }
+        Self {
+            origin,
+            host,
+            connector,
+            idle: Mutex::default(),
+            h2: Mutex::default(),
+            idle_timeout: IDLE_TIMEOUT,
+        }
     }
 
     /// Sends `req` (an absolute URL on this pool's origin) on a pooled connection, or a new one.
@@ -255,8 +264,8 @@ impl Pool {
             return Some(Conn::H2(tx.clone()));
         }
         loop {
-            let Idle { mut tx, since } = lock(&self.idle).pop()?;
-            if tx.is_closed() || since.elapsed() > IDLE_TIMEOUT {
+            let Idle { mut tx, since } = lock(&self.idle).pop_back()?;
+            if tx.is_closed() || since.elapsed() > self.idle_timeout {
                 continue;
             }
             // Back in the pool as its body ended; the connection may not have seen that yet.
@@ -300,9 +309,18 @@ impl Pool {
         if tx.is_closed() {
             return;
         }
+        let now = Instant::now();
         let mut idle = lock(&self.idle);
+        // Close what has idled too long (or was closed by the provider) while traffic runs,
+        // rather than keep it open until the provider gives up on it.
+        while idle
+            .front()
+            .is_some_and(|i| i.tx.is_closed() || now.duration_since(i.since) > self.idle_timeout)
+        {
+            idle.pop_front();
+        }
         if idle.len() < MAX_IDLE {
-            idle.push(Idle { tx, since: Instant::now() });
+            idle.push_back(Idle { tx, since: now });
         }
     }
 

@@ -131,6 +131,27 @@ async fn http1_connections_are_reused_once_their_body_has_ended() {
 }
 
 #[tokio::test]
+async fn connections_idle_past_the_timeout_are_closed_not_reused() {
+    let s = server(None).await;
+    let mut p = Pool::new(
+        origin(&format!("http://127.0.0.1:{}", s.addr.port())).unwrap(),
+        connector(Duration::from_secs(5), webpki_roots()),
+    );
+    p.idle_timeout = Duration::ZERO;
+    let pool = Arc::new(p);
+    let url = format!("http://127.0.0.1:{}/v1/x", s.addr.port());
+    // Two at once open two connections; when the second comes back, the first has idled too
+    // long and is closed.
+    let (a, b) = tokio::join!(pool.send(post(&url, None)), pool.send(post(&url, None)));
+    text(a.unwrap()).await;
+    text(b.unwrap()).await;
+    assert_eq!((pool.idle_count(), s.accepted()), (1, 2));
+    // Nor is the one left reused.
+    text(pool.send(post(&url, None)).await.unwrap()).await;
+    assert_eq!((pool.idle_count(), s.accepted()), (1, 3));
+}
+
+#[tokio::test]
 async fn a_connection_the_provider_closes_is_not_reused() {
     let s = server(None).await;
     let pool = pool(&format!("http://127.0.0.1:{}", s.addr.port()));
