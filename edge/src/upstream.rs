@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -40,6 +41,8 @@ type HealthMap = HashMap<(String, String), Arc<TargetHealth>>;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle HTTP/1.1 connections kept per pool; more are closed when they come back.
 const MAX_IDLE: usize = 1024;
+/// h2 keep-alive ping interval, and how long a ping may go unanswered.
+const H2_PING: Duration = Duration::from_secs(20);
 
 thread_local! {
     /// Which worker thread this is (thread-per-core mode); 0 elsewhere.
@@ -172,7 +175,14 @@ struct Idle {
 
 enum Conn {
     H1(http1::SendRequest<ReqBody>),
-    H2(http2::SendRequest<ReqBody>),
+    /// With the number of its connection in this pool.
+    H2(http2::SendRequest<ReqBody>, u64),
+}
+
+struct H2Conn {
+    tx: http2::SendRequest<ReqBody>,
+    id: u64,
+    used: Instant,
 }
 
 /// The connections of one worker to one origin.
@@ -183,8 +193,24 @@ pub struct Pool {
     connector: Connector,
     /// Most recently returned at the back: reused first, so the oldest age out at the front.
     idle: Mutex<VecDeque<Idle>>,
-    h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
+    h2: Mutex<Option<H2Conn>>,
+    /// The origin spoke h2 last time: connects are then made one at a time, so a GOAWAY does
+    /// not make every waiting request open its own connection.
+    h2_seen: AtomicBool,
+    h2_connecting: AtomicBool,
+    h2_connected: tokio::sync::Notify,
+    h2_opened: std::sync::atomic::AtomicU64,
     idle_timeout: Duration,
+}
+
+/// Ends an h2 connect in progress, however it ends (done, failed, or its request dropped).
+struct Connecting<'a>(&'a Pool);
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.0.h2_connecting.store(false, Ordering::Release);
+        self.0.h2_connected.notify_waiters();
+    }
 }
 
 impl Pool {
@@ -192,7 +218,8 @@ impl Pool {
         let host = origin.authority().and_then(|a| {
             let default_port = if origin.scheme() == Some(&Scheme::HTTPS) { 443 } else { 80 };
             match a.port_u16() {
-                Some(p) if p != default_port => HeaderValue::from_str(a.as_str()).ok(),
+                // Host and port only: an authority may carry userinfo, never sent as Host.
+                Some(p) if p != default_port => HeaderValue::try_from(format!("{}:{p}", a.host())).ok(),
                 _ => HeaderValue::from_str(a.host()).ok(),
             }
         });
@@ -202,6 +229,10 @@ impl Pool {
             connector,
             idle: Mutex::default(),
             h2: Mutex::default(),
+            h2_seen: AtomicBool::new(false),
+            h2_connecting: AtomicBool::new(false),
+            h2_connected: tokio::sync::Notify::new(),
+            h2_opened: std::sync::atomic::AtomicU64::new(0),
             idle_timeout: IDLE_TIMEOUT,
         }
     }
@@ -223,10 +254,18 @@ impl Pool {
                 None => (self.connect().await?, false),
             };
             match conn {
-                Conn::H2(mut tx) => {
-                    let resp = tx.send_request(req).await?;
-                    return Ok(resp.map(|b| UpstreamBody { inner: b, back: None }));
-                }
+                Conn::H2(mut tx, id) => match tx.try_send_request(req).await {
+                    Ok(resp) => return Ok(resp.map(|b| UpstreamBody { inner: b, back: None })),
+                    // A connection the provider is closing (GOAWAY) hands back requests it
+                    // never sent; hyper may not have noticed the close before this one.
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) if reused => {
+                            self.forget_h2(id);
+                            req = unsent;
+                        }
+                        _ => return Err(e.into_error().into()),
+                    },
+                },
                 Conn::H1(mut tx) => {
                     let uri = req.uri().clone();
                     if let Some(pq) = uri.path_and_query() {
@@ -260,22 +299,66 @@ impl Pool {
     /// A connection ready for a request: the shared HTTP/2 one, or the most recently used idle
     /// HTTP/1.1 one that is still open.
     async fn checkout(&self) -> Option<Conn> {
-        if let Some(tx) = lock(&self.h2).as_ref().filter(|tx| !tx.is_closed()) {
-            return Some(Conn::H2(tx.clone()));
+        if let Some(c) = self.h2_checkout() {
+            return Some(c);
         }
         loop {
             let Idle { mut tx, since } = lock(&self.idle).pop_back()?;
             if tx.is_closed() || since.elapsed() > self.idle_timeout {
                 continue;
             }
-            // Back in the pool as its body ended; the connection may not have seen that yet.
-            if tx.is_ready() || tx.ready().await.is_ok() {
-                return Some(Conn::H1(tx));
+            match ready_soon(&mut tx).await {
+                Some(true) => return Some(Conn::H1(tx)),
+                Some(false) => {}
+                // Still busy (its request body still being written after the answer, say):
+                // back at the old end rather than waited for; it ages out if it stays busy.
+                None => lock(&self.idle).push_front(Idle { tx, since }),
             }
         }
     }
 
+    fn h2_checkout(&self) -> Option<Conn> {
+        let mut slot = lock(&self.h2);
+        let c = slot.as_mut()?;
+        let now = Instant::now();
+        if c.tx.is_closed() || now.duration_since(c.used) > self.idle_timeout {
+            *slot = None;
+            return None;
+        }
+        c.used = now;
+        Some(Conn::H2(c.tx.clone(), c.id))
+    }
+
+    /// Drops h2 connection `id` from the slot, unless another has replaced it already.
+    fn forget_h2(&self, id: u64) {
+        let mut slot = lock(&self.h2);
+        if slot.as_ref().is_some_and(|c| c.id == id) {
+            *slot = None;
+        }
+    }
+
     async fn connect(&self) -> Result<Conn, UpstreamError> {
+        if self.h2_seen.load(Ordering::Acquire) {
+            if !self.h2_connecting.swap(true, Ordering::AcqRel) {
+                let _connecting = Connecting(self);
+                return self.open().await;
+            }
+            // Another request is connecting: wait for it once, then share its connection.
+            let connected = self.h2_connected.notified();
+            tokio::pin!(connected);
+            connected.as_mut().enable();
+            if self.h2_connecting.load(Ordering::Acquire) {
+                connected.await;
+            }
+            if let Some(c) = self.h2_checkout() {
+                return Ok(c);
+            }
+            // Its connect failed: try on our own rather than queue behind one more.
+        }
+        self.open().await
+    }
+
+    async fn open(&self) -> Result<Conn, UpstreamError> {
         let origin = || self.origin.clone();
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
@@ -288,14 +371,20 @@ impl Pool {
         if io.connected().is_negotiated_h2() {
             let (tx, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                // Pings while streams are open find a connection that died silently.
+                .keep_alive_interval(H2_PING)
+                .keep_alive_timeout(H2_PING)
                 .handshake(io)
                 .await
                 .map_err(|source| UpstreamError::Handshake { origin: origin(), source })?;
             // The connection's own errors reach the requests on it; nothing more to do with them.
             tokio::spawn(async move { drop(conn.await) });
-            *lock(&self.h2) = Some(tx.clone());
-            Ok(Conn::H2(tx))
+            let id = self.h2_opened.fetch_add(1, Ordering::Relaxed);
+            *lock(&self.h2) = Some(H2Conn { tx: tx.clone(), id, used: Instant::now() });
+            self.h2_seen.store(true, Ordering::Release);
+            Ok(Conn::H2(tx, id))
         } else {
+            self.h2_seen.store(false, Ordering::Release);
             let (tx, conn) = http1::Builder::new()
                 .handshake(io)
                 .await
@@ -375,6 +464,22 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Whether an idle HTTP/1.1 connection is ready within two scheduler turns: one that came back
+/// as its body ended becomes ready once its connection task has run. `None`: still busy.
+async fn ready_soon(tx: &mut http1::SendRequest<ReqBody>) -> Option<bool> {
+    let mut turns = 0;
+    std::future::poll_fn(|cx| match tx.poll_ready(cx) {
+        Poll::Ready(r) => Poll::Ready(Some(r.is_ok())),
+        Poll::Pending if turns < 2 => {
+            turns += 1;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

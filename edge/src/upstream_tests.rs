@@ -46,6 +46,10 @@ async fn answer(req: Request<Incoming>) -> Result<Response<TestBody>, Infallible
 struct Server {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
+    /// Closes every open connection gracefully (h2: GOAWAY; open streams may finish).
+    goaway: Arc<tokio::sync::Notify>,
+    /// A permit for every connection the server has finished with.
+    ended: Arc<tokio::sync::Semaphore>,
 }
 
 impl Server {
@@ -73,26 +77,52 @@ async fn server(alpn: Option<&[&[u8]]>) -> Server {
         tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
     });
     let count = accepted.clone();
+    let goaway = Arc::new(tokio::sync::Notify::new());
+    let closing = goaway.clone();
+    let ended = Arc::new(tokio::sync::Semaphore::new(0));
+    let ends = ended.clone();
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
             count.fetch_add(1, Ordering::SeqCst);
             let tls = tls.clone();
+            let closing = closing.clone();
+            let ends = ends.clone();
             tokio::spawn(async move {
                 let auto = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 match tls {
                     Some(acceptor) => {
                         let Ok(stream) = acceptor.accept(tcp).await else { return };
-                        let _ = auto.serve_connection(TokioIo::new(stream), service_fn(answer)).await;
+                        let conn = auto.serve_connection(TokioIo::new(stream), service_fn(answer));
+                        serve_until_goaway(conn, &closing).await;
                     }
                     None => {
-                        let _ = auto.serve_connection(TokioIo::new(tcp), service_fn(answer)).await;
+                        let conn = auto.serve_connection(TokioIo::new(tcp), service_fn(answer));
+                        serve_until_goaway(conn, &closing).await;
                     }
                 }
+                ends.add_permits(1);
             });
         }
     });
-    Server { addr, accepted }
+    Server { addr, accepted, goaway, ended }
+}
+
+async fn serve_until_goaway<I, S>(
+    conn: hyper_util::server::conn::auto::Connection<'_, I, S, TokioExecutor>,
+    goaway: &tokio::sync::Notify,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<TestBody>> + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        () = goaway.notified() => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
 }
 
 fn pool(base: &str) -> Arc<Pool> {
@@ -267,5 +297,42 @@ fn base_urls_need_a_scheme_and_a_host() {
     assert_eq!(origin("http://10.0.0.1:8080").unwrap().to_string(), "http://10.0.0.1:8080/");
     for bad in ["api.openai.com/v1", "ftp://host/x", "/v1", "http://"] {
         assert!(origin(bad).is_err(), "{bad}");
+    }
+}
+
+/// A provider closing its h2 connection (GOAWAY, as load balancers do on a schedule): the
+/// requests that follow go out on one new connection, not one each, and none of them fails,
+/// whether hyper has noticed the close when they are sent or only when they are handed over.
+#[tokio::test]
+async fn an_h2_goaway_costs_no_request_and_one_new_connection() {
+    let s = server(Some(&[b"h2"])).await;
+    let pool = pool(&format!("https://localhost:{}", s.addr.port()));
+    let url = format!("https://localhost:{}/v1/x", s.addr.port());
+    text(pool.send(post(&url, None)).await.unwrap()).await;
+    s.goaway.notify_waiters();
+    s.ended.acquire().await.unwrap().forget();
+    let sends = (0..5).map(|_| pool.send(post(&url, None)));
+    for r in futures_util::future::join_all(sends).await {
+        let (version, _) = text(r.unwrap()).await;
+        assert_eq!(version, Version::HTTP_2);
+    }
+    assert_eq!(s.accepted(), 2);
+}
+
+#[tokio::test]
+async fn an_idle_h2_connection_is_replaced_past_the_timeout() {
+    let s = server(Some(&[b"h2"])).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(CERT).unwrap()).unwrap();
+    let mut p = Pool::new(
+        origin(&format!("https://localhost:{}", s.addr.port())).unwrap(),
+        connector(Duration::from_secs(5), roots),
+    );
+    p.idle_timeout = Duration::ZERO;
+    let pool = Arc::new(p);
+    let url = format!("https://localhost:{}/v1/x", s.addr.port());
+    for n in 1..=2 {
+        text(pool.send(post(&url, None)).await.unwrap()).await;
+        assert_eq!(s.accepted(), n);
     }
 }
