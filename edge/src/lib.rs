@@ -181,6 +181,7 @@ async fn start(args: &EdgeArgs, stop: &CancellationToken) -> Result<Started, Edg
     let ready_edge = edge.clone();
     let ready = Arc::new(move || ready_edge.ready());
     tasks.spawn(llmgw_shared::ops::serve(metrics_listener, handle, ready, stop.clone()));
+    tasks.spawn(clients.clone().reap_idle(Duration::from_secs(15), stop.clone()));
     match file {
         Some((path, loaded)) => {
             let poll = Duration::from_millis(args.reload_poll_ms);

@@ -107,6 +107,24 @@ impl ClientCache {
         lock(&self.health).entry((provider.to_owned(), model.to_owned())).or_default().clone()
     }
 
+    /// Closes idle connections past their timeout in every pool, every `every` until `stop`:
+    /// returning connections reap their pool only while it has traffic.
+    pub async fn reap_idle(self, every: Duration, stop: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let pools: Vec<Clients> = lock(&self.clients).values().cloned().collect();
+            let now = Instant::now();
+            for pool in pools.iter().flat_map(|c| c.0.iter()) {
+                pool.reap(now);
+            }
+        }
+    }
+
     /// The pools for `base_url`'s origin.
     ///
     /// # Errors
@@ -402,14 +420,24 @@ impl Pool {
         let mut idle = lock(&self.idle);
         // Close what has idled too long (or was closed by the provider) while traffic runs,
         // rather than keep it open until the provider gives up on it.
-        while idle
-            .front()
-            .is_some_and(|i| i.tx.is_closed() || now.duration_since(i.since) > self.idle_timeout)
-        {
+        while idle.front().is_some_and(|i| self.spent(i, now)) {
             idle.pop_front();
         }
         if idle.len() < MAX_IDLE {
             idle.push_back(Idle { tx, since: now });
+        }
+    }
+
+    fn spent(&self, i: &Idle, now: Instant) -> bool {
+        i.tx.is_closed() || now.duration_since(i.since) > self.idle_timeout
+    }
+
+    /// Closes the connections idle past the timeout (dropping a sender ends its connection).
+    fn reap(&self, now: Instant) {
+        lock(&self.idle).retain(|i| !self.spent(i, now));
+        let mut h2 = lock(&self.h2);
+        if h2.as_ref().is_some_and(|c| c.tx.is_closed() || now.duration_since(c.used) > self.idle_timeout) {
+            *h2 = None;
         }
     }
 

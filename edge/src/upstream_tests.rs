@@ -181,6 +181,26 @@ async fn connections_idle_past_the_timeout_are_closed_not_reused() {
     assert_eq!((pool.idle_count(), s.accepted()), (1, 3));
 }
 
+/// Without traffic nothing returns to the pool to reap it: the reaper closes idle connections.
+#[tokio::test]
+async fn the_reaper_closes_idle_connections_without_traffic() {
+    for alpn in [None, Some(&[b"h2".as_slice()][..])] {
+        let s = server(alpn).await;
+        let scheme = if alpn.is_some() { "https://localhost" } else { "http://127.0.0.1" };
+        let mut p = pool(&format!("{scheme}:{}", s.addr.port()));
+        Arc::get_mut(&mut p).unwrap().idle_timeout = Duration::from_secs(3600);
+        text(p.send(post(&format!("{scheme}:{}/v1/x", s.addr.port()), None)).await.unwrap()).await;
+        p.reap(Instant::now());
+        assert_eq!(s.accepted(), 1);
+        assert!(s.ended.available_permits() == 0, "closed before its time");
+        p.reap(Instant::now() + Duration::from_secs(3601));
+        assert_eq!(p.idle_count(), 0);
+        // The provider sees the connection end.
+        let ended = tokio::time::timeout(Duration::from_secs(10), s.ended.acquire()).await;
+        ended.expect("the reaped connection stayed open").unwrap().forget();
+    }
+}
+
 #[tokio::test]
 async fn a_connection_the_provider_closes_is_not_reused() {
     let s = server(None).await;
