@@ -212,8 +212,9 @@ pub struct Pool {
     /// Most recently returned at the back: reused first, so the oldest age out at the front.
     idle: Mutex<VecDeque<Idle>>,
     h2: Mutex<Option<H2Conn>>,
-    /// The origin spoke h2 last time: connects are then made one at a time, so a GOAWAY does
-    /// not make every waiting request open its own connection.
+    /// The origin spoke h2 last time (or, for https, has not been reached yet): connects are
+    /// then made one at a time, so a GOAWAY does not make every waiting request open its own
+    /// connection.
     h2_seen: AtomicBool,
     h2_connecting: AtomicBool,
     h2_connected: tokio::sync::Notify,
@@ -233,6 +234,7 @@ impl Drop for Connecting<'_> {
 
 impl Pool {
     fn new(origin: Uri, connector: Connector) -> Self {
+        let tls = origin.scheme() == Some(&Scheme::HTTPS);
         let host = origin.authority().and_then(|a| {
             let default_port = if origin.scheme() == Some(&Scheme::HTTPS) { 443 } else { 80 };
             match a.port_u16() {
@@ -247,7 +249,9 @@ impl Pool {
             connector,
             idle: Mutex::default(),
             h2: Mutex::default(),
-            h2_seen: AtomicBool::new(false),
+            // TLS may negotiate h2: until a connection shows otherwise, the first connects are
+            // made one at a time too, so a cold start opens one h2 connection, not one a request.
+            h2_seen: AtomicBool::new(tls),
             h2_connecting: AtomicBool::new(false),
             h2_connected: tokio::sync::Notify::new(),
             h2_opened: std::sync::atomic::AtomicU64::new(0),
