@@ -324,19 +324,27 @@ impl Pool {
         if let Some(c) = self.h2_checkout() {
             return Some(c);
         }
-        loop {
-            let Idle { mut tx, since } = lock(&self.idle).pop_back()?;
-            if tx.is_closed() || since.elapsed() > self.idle_timeout {
+        // Still busy (its request body still being written after the answer, say): put back at
+        // the old end once the search is over, not waited for; it ages out if it stays busy.
+        let mut busy = Vec::new();
+        let found = loop {
+            let Some(mut idle) = lock(&self.idle).pop_back() else { break None };
+            if self.spent(&idle, Instant::now()) {
                 continue;
             }
-            match ready_soon(&mut tx).await {
-                Some(true) => return Some(Conn::H1(tx)),
+            match ready_soon(&mut idle.tx).await {
+                Some(true) => break Some(Conn::H1(idle.tx)),
                 Some(false) => {}
-                // Still busy (its request body still being written after the answer, say):
-                // back at the old end rather than waited for; it ages out if it stays busy.
-                None => lock(&self.idle).push_front(Idle { tx, since }),
+                None => busy.push(idle),
+            }
+        };
+        if !busy.is_empty() {
+            let mut idle = lock(&self.idle);
+            for i in busy {
+                idle.push_front(i);
             }
         }
+        found
     }
 
     fn h2_checkout(&self) -> Option<Conn> {

@@ -181,6 +181,21 @@ async fn connections_idle_past_the_timeout_are_closed_not_reused() {
     assert_eq!((pool.idle_count(), s.accepted()), (1, 3));
 }
 
+/// A connection back in the pool but still busy is skipped, not waited for, and kept.
+#[tokio::test]
+async fn a_busy_idle_connection_is_skipped_not_waited_for() {
+    let s = server(None).await;
+    let pool = pool(&format!("http://127.0.0.1:{}", s.addr.port()));
+    let url = format!("http://127.0.0.1:{}/v1/x", s.addr.port());
+    let mut hanging = pool.send(post(&url, Some("x-hang"))).await.unwrap().into_body();
+    hanging.frame().await.unwrap().unwrap();
+    let (p, tx) = hanging.back.take().unwrap();
+    p.give_back(tx);
+    let sent = tokio::time::timeout(Duration::from_secs(10), pool.send(post(&url, None))).await;
+    text(sent.expect("waited on the busy connection").unwrap()).await;
+    assert_eq!((s.accepted(), pool.idle_count()), (2, 2));
+}
+
 /// Without traffic nothing returns to the pool to reap it: the reaper closes idle connections.
 #[tokio::test]
 async fn the_reaper_closes_idle_connections_without_traffic() {
