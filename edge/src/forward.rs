@@ -349,7 +349,7 @@ async fn attempt(
                 }
             }
         };
-        let mut r = Response::new(body);
+        let mut r = answer(body);
         r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         r.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         return Ok((r, started.elapsed()));
@@ -390,12 +390,21 @@ async fn attempt(
         }
         converted
     };
-    let mut r = Response::new(RespBody::full(collected));
+    let mut r = answer(RespBody::full(collected));
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(rec) = record.as_mut() {
         rec.handed_over(read_at);
     }
     Ok((r, ttfb))
+}
+
+/// A success answer, its header map sized for what the proxy adds (content type, request id,
+/// provider, model, attempts, six rate-limit headers, hyper's content length), so it is
+/// allocated once instead of grown.
+fn answer(body: RespBody) -> Response<RespBody> {
+    let mut r = Response::new(body);
+    r.headers_mut().reserve(12);
+    r
 }
 
 /// A provider's own error: kept whole so it can be passed through with its status and body.

@@ -170,7 +170,11 @@ fn quota_asks(cfg: &EdgeConfig, key: &KeyEntry, route: &ModelRoute, estimate: Es
     }
     let tokens = Tokens { input: estimate.input_tokens, output: estimate.output_tokens, cached_input: 0 };
     let usd = route.targets.iter().map(|t| cost_micro_usd(t.pricing.as_ref(), tokens)).max().unwrap_or(0);
-    let mut asks = Vec::with_capacity(3);
+    let n = scopes
+        .iter()
+        .flatten()
+        .map(|l| usize::from(l.budget.is_some()) + usize::from(l.rpm > 0) + usize::from(l.tpm > 0));
+    let mut asks = Vec::with_capacity(n.sum());
     for l in scopes.into_iter().flatten() {
         let ask = |kind, amount, limit, window| Ask { scope: l.scope.clone(), kind, amount, limit, window };
         if let Some((limit, period)) = l.budget {
@@ -184,21 +188,6 @@ fn quota_asks(cfg: &EdgeConfig, key: &KeyEntry, route: &ModelRoute, estimate: Es
         }
     }
     asks
-}
-
-/// OpenAI's `x-ratelimit-*` headers for the first rate limit on the request's path.
-fn rate_limit_headers(edge: &Edge, asks: &[Ask]) -> Vec<(HeaderName, HeaderValue)> {
-    let mut out = Vec::new();
-    for kind in [Kind::Requests, Kind::Tokens] {
-        let Some(a) = asks.iter().find(|a| a.kind == kind) else { continue };
-        if let Some((limit, remaining, reset)) = edge.quota.rate_status(&a.scope, kind) {
-            if out.is_empty() {
-                out.reserve_exact(6);
-            }
-            out.extend(crate::error::rate_headers(kind == Kind::Tokens, limit, remaining, reset));
-        }
-    }
-    out
 }
 
 fn list_models(edge: &Edge, headers: &http::HeaderMap) -> Result<Resp, ApiError> {
@@ -267,8 +256,8 @@ async fn proxy(
     let asks = quota_asks(&cfg, &key, route, estimate);
     if !asks.is_empty() {
         let reservation = edge.quota.reserve(&asks).await.map_err(ApiError::from)?;
+        crate::error::rate_limit_headers(&reservation.rate, rate_headers);
         rec.reservation = Some(reservation);
-        *rate_headers = rate_limit_headers(edge, &asks);
     }
     let req = forward::Request {
         body: &body,

@@ -97,8 +97,9 @@ const CUT_OFF_LIMIT_MS: i64 = 30_000;
 
 #[derive(Default)]
 struct Pool {
-    /// The period the control plane named; empty until its first grant.
-    period: String,
+    /// The period the control plane named; empty until its first grant. Shared with the
+    /// reservations taken in it, so reserving copies no string.
+    period: Arc<str>,
     period_end_ms: i64,
     allowance: u64,
     used: u64,
@@ -117,10 +118,42 @@ struct Pool {
 /// What a request reserved; settled (or dropped with the request) exactly once.
 #[derive(Debug, Default)]
 pub struct Reservation {
-    items: Vec<(Arc<str>, Kind, String, u64)>,
+    items: Vec<(Arc<str>, Kind, Arc<str>, u64)>,
+    /// The first request and token rate pools on the path as this reservation left them: what
+    /// the `x-ratelimit-*` headers say.
+    pub rate: [Option<RateStatus>; 2],
+}
+
+/// A rate pool's figures for the `x-ratelimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateStatus {
+    pub tokens: bool,
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset: Duration,
 }
 
 impl Reservation {
+    /// Keeps the figures of the first pool of each rate kind, as reserved: a pool without a
+    /// limit (a budget-only scope) still counts as the first and gives no headers.
+    fn note_rate(&mut self, kind: Kind, pool: &Pool, now_ms: i64, first: &mut [bool; 2]) {
+        let i = match kind {
+            Kind::Usd => return,
+            Kind::Requests => 0,
+            Kind::Tokens => 1,
+        };
+        if !std::mem::take(&mut first[i]) || pool.limit == 0 {
+            return;
+        }
+        let left = pool.allowance.saturating_sub(pool.used) + pool.remaining;
+        self.rate[i] = Some(RateStatus {
+            tokens: kind == Kind::Tokens,
+            limit: pool.limit,
+            remaining: left.min(pool.limit),
+            reset: reset_at(pool.period_end_ms, now_ms),
+        });
+    }
+
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
@@ -234,7 +267,7 @@ impl Quota {
             if self.local && (pool.period.is_empty() || now_ms >= pool.period_end_ms) {
                 let (period, end) = a.window.current(now_ms);
                 *pool = Pool {
-                    period,
+                    period: period.into(),
                     period_end_ms: end,
                     allowance: a.limit,
                     limit: a.limit,
@@ -268,14 +301,16 @@ impl Quota {
         if let Some(short) = short {
             return Err(short);
         }
-        let mut r = Reservation { items: Vec::with_capacity(asks.len()) };
+        let mut r = Reservation { items: Vec::with_capacity(asks.len()), rate: [None; 2] };
         let mut low = false;
+        let mut first = [true; 2];
         for a in asks {
             if let Some(pool) = pools.get_mut(&(a.scope.clone(), a.kind)) {
                 pool.used += a.amount;
                 pool.last_use = Some(now);
                 pool.dirty = true;
                 r.items.push((a.scope.clone(), a.kind, pool.period.clone(), a.amount));
+                r.note_rate(a.kind, pool, now_ms, &mut first);
                 // Running low: ask for more now, while this and the next requests still fit,
                 // so steady traffic never waits for a grant.
                 if !self.local
@@ -297,12 +332,15 @@ impl Quota {
 
     fn force_reserve(&self, asks: &[Ask]) -> Reservation {
         let mut pools = self.lock();
-        let mut r = Reservation { items: Vec::with_capacity(asks.len()) };
+        let mut r = Reservation { items: Vec::with_capacity(asks.len()), rate: [None; 2] };
+        let now_ms = unix_ms();
+        let mut first = [true; 2];
         for a in asks {
             let pool = pools.entry((a.scope.clone(), a.kind)).or_default();
             pool.used += a.amount;
             pool.dirty = true;
             r.items.push((a.scope.clone(), a.kind, pool.period.clone(), a.amount));
+            r.note_rate(a.kind, pool, now_ms, &mut first);
         }
         r
     }
@@ -346,12 +384,12 @@ impl Quota {
         for g in grants {
             let Some(kind) = Kind::from_proto(g.kind) else { continue };
             let pool = pools.entry((Arc::from(g.scope.as_str()), kind)).or_default();
-            if g.period != pool.period {
+            if g.period != *pool.period {
                 if g.period_end_unix_ms < pool.period_end_ms {
                     continue;
                 }
                 // A new period: what was used belongs to the old one.
-                *pool = Pool { period: g.period.clone(), last_use: pool.last_use, ..Pool::default() };
+                *pool = Pool { period: g.period.as_str().into(), last_use: pool.last_use, ..Pool::default() };
                 pool.allowance = g.allowance;
             } else if seq >= pool.released_at_seq {
                 pool.allowance = pool.allowance.max(g.allowance);
@@ -394,7 +432,7 @@ impl Quota {
             out.push(QuotaHolding {
                 scope: scope.to_string(),
                 kind: kind.proto().into(),
-                period: pool.period.clone(),
+                period: pool.period.to_string(),
                 allowance: pool.allowance,
                 used: pool.used,
                 want: pool.want,
@@ -402,18 +440,6 @@ impl Quota {
             });
         }
         out
-    }
-
-    /// `x-ratelimit-*` figures for a scope's rate pool: (limit, remaining, reset).
-    #[must_use]
-    pub fn rate_status(&self, scope: &Arc<str>, kind: Kind) -> Option<(u64, u64, Duration)> {
-        let pools = self.lock();
-        let pool = pools.get(&(scope.clone(), kind))?;
-        if pool.limit == 0 {
-            return None;
-        }
-        let left = pool.allowance.saturating_sub(pool.used) + pool.remaining;
-        Some((pool.limit, left.min(pool.limit), reset_in(pool.period_end_ms)))
     }
 }
 
@@ -450,7 +476,11 @@ fn unix_ms() -> i64 {
 }
 
 fn reset_in(end_ms: i64) -> Duration {
-    Duration::from_millis(end_ms.saturating_sub(unix_ms()).max(0) as u64)
+    reset_at(end_ms, unix_ms())
+}
+
+fn reset_at(end_ms: i64, now_ms: i64) -> Duration {
+    Duration::from_millis(end_ms.saturating_sub(now_ms).max(0) as u64)
 }
 
 #[cfg(test)]
@@ -487,6 +517,39 @@ mod tests {
         q.reserve(&ask(6)).await.unwrap();
         q.reserve(&ask(4)).await.unwrap();
         assert!(matches!(q.reserve(&ask(1)).await, Err(Refusal::Budget { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_reservation_carries_the_first_request_and_token_pools_as_it_left_them() {
+        let q = Quota::local();
+        let rate = |scope: &str, kind, amount, limit| Ask {
+            scope: scope.into(),
+            kind,
+            amount,
+            limit,
+            window: Window::Minute,
+        };
+        let asks = vec![
+            ask(1).remove(0),
+            rate("key:k", Kind::Requests, 1, 5),
+            rate("key:k", Kind::Tokens, 30, 100),
+            rate("team:t", Kind::Requests, 1, 50),
+            rate("team:t", Kind::Tokens, 30, 1000),
+        ];
+        let r = q.reserve(&asks).await.unwrap();
+        let n = r.rate[0].unwrap();
+        assert_eq!((n.tokens, n.limit, n.remaining), (false, 5, 4));
+        let t = r.rate[1].unwrap();
+        assert_eq!((t.tokens, t.limit, t.remaining), (true, 100, 70));
+        assert!(t.reset <= Duration::from_secs(60), "{:?}", t.reset);
+        let r2 = q.reserve(&asks).await.unwrap();
+        assert_eq!(r2.rate[1].map(|t| t.remaining), Some(40));
+        let mut h = Vec::new();
+        crate::error::rate_limit_headers(&[None, r2.rate[1]], &mut h);
+        let text: Vec<_> = h.iter().map(|(k, v)| format!("{k}: {}", v.to_str().unwrap())).collect();
+        assert_eq!(text[..2], ["x-ratelimit-limit-tokens: 100", "x-ratelimit-remaining-tokens: 40"]);
+        assert!(text[2].starts_with("x-ratelimit-reset-tokens: ") && text[2].ends_with('s'), "{text:?}");
+        assert_eq!(text.len(), 3);
     }
 
     #[tokio::test]
