@@ -135,7 +135,11 @@ impl ClientCache {
         let mut clients = lock(&self.clients);
         let pools = clients.entry((origin.clone(), connect_timeout)).or_insert_with(|| {
             let connector = connector(connect_timeout, webpki_roots());
-            Clients((0..n).map(|_| Arc::new(Pool::new(origin.clone(), connector.clone()))).collect())
+            Clients(
+                (0..n)
+                    .map(|_| Arc::new(Pool::new(origin.clone(), connector.clone(), connect_timeout)))
+                    .collect(),
+            )
         });
         Ok(pools.clone())
     }
@@ -220,6 +224,9 @@ pub struct Pool {
     h2_connected: tokio::sync::Notify,
     h2_opened: std::sync::atomic::AtomicU64,
     idle_timeout: Duration,
+    /// For TCP and TLS together: a provider that accepts and then stalls the handshake is a
+    /// connect failure (tried elsewhere at once), not a request that hangs to its deadline.
+    connect_timeout: Duration,
 }
 
 /// Ends an h2 connect in progress, however it ends (done, failed, or its request dropped).
@@ -233,7 +240,7 @@ impl Drop for Connecting<'_> {
 }
 
 impl Pool {
-    fn new(origin: Uri, connector: Connector) -> Self {
+    fn new(origin: Uri, connector: Connector, connect_timeout: Duration) -> Self {
         let tls = origin.scheme() == Some(&Scheme::HTTPS);
         let host = origin.authority().and_then(|a| {
             let default_port = if origin.scheme() == Some(&Scheme::HTTPS) { 443 } else { 80 };
@@ -256,6 +263,7 @@ impl Pool {
             h2_connected: tokio::sync::Notify::new(),
             h2_opened: std::sync::atomic::AtomicU64::new(0),
             idle_timeout: IDLE_TIMEOUT,
+            connect_timeout,
         }
     }
 
@@ -394,10 +402,14 @@ impl Pool {
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
             .map_err(|source| UpstreamError::Connect { origin: origin(), source })?;
-        let io = connector
-            .call(origin())
-            .await
-            .map_err(|source| UpstreamError::Connect { origin: origin(), source })?;
+        let io = match tokio::time::timeout(self.connect_timeout, connector.call(origin())).await {
+            Ok(r) => r.map_err(|source| UpstreamError::Connect { origin: origin(), source })?,
+            Err(_) => {
+                let ms = self.connect_timeout.as_millis();
+                let source = format!("the connection (TCP and TLS) was not made within {ms} ms").into();
+                return Err(UpstreamError::Connect { origin: origin(), source });
+            }
+        };
         if io.connected().is_negotiated_h2() {
             let (tx, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())

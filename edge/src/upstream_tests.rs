@@ -128,7 +128,11 @@ async fn serve_until_goaway<I, S>(
 fn pool(base: &str) -> Arc<Pool> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_slice(CERT).unwrap()).unwrap();
-    Arc::new(Pool::new(origin(base).unwrap(), connector(Duration::from_secs(5), roots)))
+    Arc::new(Pool::new(
+        origin(base).unwrap(),
+        connector(Duration::from_secs(5), roots),
+        Duration::from_secs(5),
+    ))
 }
 
 fn post(url: &str, header: Option<&'static str>) -> Request<ReqBody> {
@@ -166,6 +170,7 @@ async fn connections_idle_past_the_timeout_are_closed_not_reused() {
     let mut p = Pool::new(
         origin(&format!("http://127.0.0.1:{}", s.addr.port())).unwrap(),
         connector(Duration::from_secs(5), webpki_roots()),
+        Duration::from_secs(5),
     );
     p.idle_timeout = Duration::ZERO;
     let pool = Arc::new(p);
@@ -320,6 +325,7 @@ async fn an_untrusted_certificate_is_a_connect_error() {
     let pool = Arc::new(Pool::new(
         origin(&format!("https://localhost:{}", s.addr.port())).unwrap(),
         connector(Duration::from_secs(5), webpki_roots()),
+        Duration::from_secs(5),
     ));
     let err = pool.send(post(&format!("https://localhost:{}/v1/x", s.addr.port()), None)).await.unwrap_err();
     assert!(err.is_connect(), "{err:?}");
@@ -333,6 +339,33 @@ async fn a_refused_connection_is_a_connect_error() {
     let pool = pool(&format!("http://127.0.0.1:{port}"));
     let err = pool.send(post(&format!("http://127.0.0.1:{port}/v1/x"), None)).await.unwrap_err();
     assert!(err.is_connect(), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_tls_handshake_that_stalls_is_a_connect_error_within_the_connect_timeout() {
+    // Accepts, then never says a word: TCP connects, TLS never completes.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        std::future::pending::<()>().await;
+        drop(sock);
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(CERT).unwrap()).unwrap();
+    let url = format!("https://localhost:{port}");
+    let pool = Arc::new(Pool::new(
+        origin(&url).unwrap(),
+        connector(Duration::from_millis(300), roots),
+        Duration::from_millis(300),
+    ));
+    // Without the bound this waits forever; the outer limit only keeps a failure from hanging.
+    let sent = tokio::time::timeout(Duration::from_secs(30), pool.send(post(&format!("{url}/v1/x"), None)));
+    let err = sent.await.expect("the stalled handshake was not given up").unwrap_err();
+    assert!(err.is_connect(), "{err:?}");
+    let chain = crate::forward::chain(&err);
+    assert!(chain.contains("within 300 ms"), "{chain}");
+    held.abort();
 }
 
 #[test]
@@ -371,6 +404,7 @@ async fn an_idle_h2_connection_is_replaced_past_the_timeout() {
     let mut p = Pool::new(
         origin(&format!("https://localhost:{}", s.addr.port())).unwrap(),
         connector(Duration::from_secs(5), roots),
+        Duration::from_secs(5),
     );
     p.idle_timeout = Duration::ZERO;
     let pool = Arc::new(p);
