@@ -373,7 +373,6 @@ fn decide(
         }
     };
     let (held, used) = if current { (h.allowance, h.used) } else { (0, 0) };
-    let mut reclaim_own = false;
     {
         let share = &mut state.shares[idx];
         // Only a declared release lowers a share: a lower allowance without one means grants
@@ -386,7 +385,6 @@ fn decide(
             // outage): it still holds the allowance, so count it again and ask for it back.
             state.issued += held - share.allowance;
             share.allowance = held;
-            reclaim_own = true;
         }
         share.used = used;
         share.updated_unix_ms = now_ms;
@@ -422,8 +420,15 @@ fn decide(
     state.shares.retain(|s| s.allowance > 0 || s.used > 0 || (s.edge_id == keep && s.epoch == epoch));
     let allowance =
         state.shares.iter().find(|s| s.edge_id == edge_id && s.epoch == epoch).map_or(0, |s| s.allowance);
-    if reclaim_own && state.issued > state.limit {
-        releasers.push(edge_id.to_owned());
+    // More out than the limit: it was lowered mid-period (a config edit), or a share counted
+    // again after a store outage. Every edge holding more than it uses hands the rest back, so
+    // the new limit holds without waiting for some edge to run short and ask.
+    if state.issued > state.limit {
+        for s in &state.shares {
+            if s.allowance > s.used && !releasers.contains(&s.edge_id) {
+                releasers.push(s.edge_id.clone());
+            }
+        }
     }
     let grant = QuotaGrant {
         allowance,
@@ -481,6 +486,25 @@ mod tests {
         let (g, releasers) =
             decide(&mut full, &limit(10), "c", "1", &holding(0, 0, 1, false), true, 0, STALE);
         assert!(g.exhausted && releasers.is_empty());
+    }
+
+    #[test]
+    fn a_limit_lowered_below_what_is_out_asks_every_holder_to_hand_back_the_rest() {
+        let mut s = QuotaPoolState { limit: 100, ..QuotaPoolState::default() };
+        decide(&mut s, &limit(100), "a", "1", &holding(0, 0, 1, false), true, 0, STALE);
+        decide(&mut s, &limit(100), "b", "1", &holding(0, 0, 1, false), true, 0, STALE);
+        assert_eq!(s.issued, 62);
+        // Nothing asked for more: the limit alone makes both release.
+        let (g, releasers) = decide(&mut s, &limit(30), "a", "1", &holding(50, 10, 0, false), true, 0, STALE);
+        assert_eq!((g.limit, g.remaining), (30, 0));
+        assert_eq!(releasers, ["a", "b"]);
+        decide(&mut s, &limit(30), "a", "1", &holding(10, 10, 0, true), true, 0, STALE);
+        let (_, releasers) = decide(&mut s, &limit(30), "b", "1", &holding(3, 3, 0, true), true, 0, STALE);
+        assert_eq!(s.issued, 13);
+        assert!(releasers.is_empty());
+        // What is left under the new limit is granted again.
+        let (g, _) = decide(&mut s, &limit(30), "b", "1", &holding(3, 3, 5, false), true, 0, STALE);
+        assert!(g.allowance >= 8 && s.issued <= 30, "{g:?} {s:?}");
     }
 
     #[test]
