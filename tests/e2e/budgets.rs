@@ -125,3 +125,66 @@ async fn a_team_budget_holds_for_three_keys_on_three_edges_embedded() {
     }
     drain_budget(&cp, &edges, &secrets, &["--team", "search"]).await;
 }
+
+/// A team budget lowered below what its edge already holds, while that edge is busy: the edge
+/// hands its grant back and refuses soon after, instead of spending the old grant.
+#[tokio::test]
+async fn a_budget_lowered_while_an_edge_is_busy_takes_its_grant_back() {
+    let mock = MockProvider::start().await.unwrap();
+    let cp = Llmgw::control_plane(&["--store", "embedded"], &cp_env()).await;
+    let budget = |usd: &str| format!("    budget: {{ limit_usd: {usd}, period: daily }}");
+    apply(&cp, &config(&mock.base_url(), &budget("100.0"))).await;
+    let (_, secret) = key(&cp, "busy", &[]).await;
+    let edge = Llmgw::edge_of(&[&cp], &[], &[]).await;
+    let served = Arc::new(AtomicU64::new(0));
+    // One caller at a bounded pace (~50 requests a second), never idle for the 1 s after which
+    // an edge hands back an unused grant by itself: only the lowered limit can take it back.
+    let caller = tokio::spawn({
+        let (url, served) = (edge.url("/v1/chat/completions"), served.clone());
+        async move {
+            let mut pace = tokio::time::interval(std::time::Duration::from_millis(20));
+            for _ in 0..600 {
+                pace.tick().await;
+                let resp = client()
+                    .post(&url)
+                    .bearer_auth(&secret)
+                    .json(&json!({ "model": "chat", "max_tokens": 5, "messages": [{ "role": "user", "content": "hi" }] }))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                let body: Value = resp.json().await.unwrap();
+                match status {
+                    200 => served.fetch_add(1, Ordering::Relaxed),
+                    429 => {
+                        assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+                        return;
+                    }
+                    s => panic!("unexpected {s}: {body}"),
+                };
+            }
+            panic!("still served after 600 requests: the old grant was spent");
+        }
+    });
+    // The first grant is half of the $100 (1,000 requests): the edge holds far more than $2.
+    assert_eventually!(served.load(Ordering::Relaxed) >= 5, PATIENCE, "the caller was not served");
+    apply(&cp, &config(&mock.base_url(), &budget("2.0"))).await;
+    caller.await.unwrap();
+    let total = served.load(Ordering::Relaxed);
+    eprintln!("served {total} at $0.05 each against a budget lowered to $2.00");
+    // $2.00 is 40 requests; what the edge serves until its release arrives (a report or two,
+    // ~10 requests at this pace) may come on top, with a wide margin for a slow machine.
+    assert!(total <= 40 + 60, "served {total}");
+    let want = (total, total as f64 * 0.05);
+    let last = std::sync::Mutex::new((0, 0.0));
+    assert_eventually!(
+        {
+            let got = usage(&cp, &["--team", "search"]).await;
+            *last.lock().unwrap() = got;
+            got.0 == want.0 && (got.1 - want.1).abs() < 1e-9
+        },
+        PATIENCE,
+        "ledger {:?}, clients received {want:?}",
+        last.lock().unwrap()
+    );
+}
