@@ -33,7 +33,34 @@ enum Command {
     Admin(llmgw_admin::AdminArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("{}", error_text(&e));
+        std::process::exit(1);
+    }
+}
+
+/// `error: <what failed>: <why>`, each cause once: the default report repeats a cause that
+/// already names itself in the message above it, and with `RUST_BACKTRACE` set (common on
+/// servers) adds a backtrace that tells an operator nothing about a wrong config or port.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::from("error: ");
+    let mut shown = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if shown.contains(&text) {
+            continue;
+        }
+        if !shown.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        shown.push_str(&text);
+    }
+    out
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {

@@ -102,11 +102,17 @@ async fn check_validates_and_names_the_line() {
         .replace("provider: mock\n        model: gpt-4o\n", "provider: opanai\n        model: gpt-4o\n");
     let line = text.lines().position(|l| l.contains("opanai")).unwrap() + 1;
     std::fs::write(&bad, text).unwrap();
-    let out =
-        std::process::Command::new(bin()).args(["edge", "--check", "--config"]).arg(&bad).output().unwrap();
-    assert!(!out.status.success());
+    // Servers often run with RUST_BACKTRACE set: an operator's mistake still reads as one line.
+    let out = std::process::Command::new(bin())
+        .args(["edge", "--check", "--config"])
+        .arg(&bad)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("opanai") && err.contains(&format!(":{line}:")), "{err}");
+    assert!(err.starts_with("error: ") && err.trim_end().lines().count() == 1, "{err}");
 }
 
 #[tokio::test]
