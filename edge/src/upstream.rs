@@ -117,11 +117,22 @@ impl ClientCache {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let pools: Vec<Clients> = lock(&self.clients).values().cloned().collect();
-            let now = Instant::now();
-            for pool in pools.iter().flat_map(|c| c.0.iter()) {
-                pool.reap(now);
-            }
+            self.sweep(Instant::now());
+        }
+    }
+
+    /// Drops the pools no config uses any more (an origin removed or changed: only this cache
+    /// still holds them, so their idle connections close with them) and reaps the others.
+    fn sweep(&self, now: Instant) {
+        let pools: Vec<Clients> = {
+            let mut clients = lock(&self.clients);
+            // Under the lock nothing can clone a pool set out of the map, so a count of one
+            // cannot grow while it is checked.
+            clients.retain(|_, c| Arc::strong_count(&c.0) > 1);
+            clients.values().cloned().collect()
+        };
+        for pool in pools.iter().flat_map(|c| c.0.iter()) {
+            pool.reap(now);
         }
     }
 

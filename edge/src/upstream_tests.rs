@@ -221,6 +221,31 @@ async fn the_reaper_closes_idle_connections_without_traffic() {
     }
 }
 
+/// A reload that drops a provider's origin leaves its pools to the cache alone: the sweep drops
+/// them, closing their connections, and keeps the pools a config still uses.
+#[tokio::test]
+async fn pools_no_config_uses_are_dropped_with_their_connections() {
+    let (gone, kept) = (server(None).await, server(None).await);
+    let cache = ClientCache::default();
+    let base = |s: &Server| format!("http://127.0.0.1:{}/v1", s.addr.port());
+    let (old, current) = (
+        cache.get(&base(&gone), Duration::from_secs(5)).unwrap(),
+        cache.get(&base(&kept), Duration::from_secs(5)).unwrap(),
+    );
+    for (c, s) in [(&old, &gone), (&current, &kept)] {
+        text(c.get().send(post(&format!("{}/x", base(s)), None)).await.unwrap()).await;
+    }
+    cache.sweep(Instant::now());
+    assert_eq!(lock(&cache.clients).len(), 2, "both still in use");
+    drop(old);
+    cache.sweep(Instant::now());
+    assert_eq!(lock(&cache.clients).len(), 1);
+    let ended = tokio::time::timeout(Duration::from_secs(10), gone.ended.acquire()).await;
+    ended.expect("the dropped pool's connection stayed open").unwrap().forget();
+    assert_eq!(kept.ended.available_permits(), 0, "the pool in use lost its connection");
+    assert_eq!(current.get().idle_count(), 1);
+}
+
 #[tokio::test]
 async fn a_connection_the_provider_closes_is_not_reused() {
     let s = server(None).await;
