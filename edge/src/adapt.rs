@@ -107,7 +107,10 @@ impl Parsed {
         };
         let out = match wire {
             Wire::OpenAi => {
-                let mut v = openai.clone();
+                let mut v = match client {
+                    ClientFormat::OpenAi => openai.clone(),
+                    ClientFormat::Anthropic => tr::anthropic_client::for_openai_wire(openai),
+                };
                 if let Some(o) = v.as_object_mut() {
                     o.insert("model".into(), Value::String(target.model.to_string()));
                 }

@@ -29,8 +29,9 @@ fn requests() {
     for case in cases(&d, ".anthropic.json") {
         let input = read_json(&d.join(format!("{case}.anthropic.json")));
         let got = anthropic_client::request(&input);
+        // The fixtures are what an OpenAI-format provider receives.
         if let Some(mut expected) = read_opt(&d.join(format!("{case}.openai.json"))) {
-            let mut got = got.unwrap_or_else(|e| panic!("{case}: {e}"));
+            let mut got = anthropic_client::for_openai_wire(&got.unwrap_or_else(|e| panic!("{case}: {e}")));
             normalize(&mut got);
             normalize(&mut expected);
             assert_json_eq(&case, &got, &expected);
@@ -266,4 +267,37 @@ fn stream_round_trip_through_the_pivot() {
         json!({"input_tokens": 472, "output_tokens": 89, "cache_read_input_tokens": 1024})
     );
     assert_eq!(from_openai.usage(), to_openai.usage());
+}
+
+/// Prompt caching survives the pivot: `cache_control` on system and user text blocks becomes
+/// Bedrock's `cachePoint` (and stays `cache_control` for Anthropic; Gemini ignores it), while
+/// OpenAI-format providers get the fixture's plain form.
+#[test]
+fn cache_control_on_text_reaches_bedrock_and_anthropic() {
+    let d = dir("client/request");
+    let input = read_json(&d.join("system_blocks_stream.anthropic.json"));
+    let pivot = anthropic_client::request(&input).unwrap();
+    let opts = llmgw_translate::Options::default();
+
+    let bedrock = llmgw_translate::bedrock::request(&pivot, &opts).unwrap();
+    assert_eq!(
+        bedrock["system"],
+        json!([{"text": "You are Claude Code."}, {"text": "Be concise."}, {"cachePoint": {"type": "default"}}])
+    );
+    let last = bedrock["messages"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["content"], json!([{"text": "List the files."}, {"cachePoint": {"type": "default"}}]));
+
+    let anthropic = llmgw_translate::anthropic::request(&pivot, MODEL, &opts).unwrap();
+    assert_eq!(anthropic["system"][1]["cache_control"], json!({"type": "ephemeral"}), "{anthropic}");
+    assert!(anthropic["system"][0].get("cache_control").is_none(), "{anthropic}");
+
+    let gemini = llmgw_translate::gemini::request(&pivot, &opts).unwrap();
+    assert_eq!(
+        gemini["systemInstruction"]["parts"],
+        json!([{"text": "You are Claude Code."}, {"text": "Be concise."}])
+    );
+
+    let openai = anthropic_client::for_openai_wire(&pivot);
+    assert!(!openai.to_string().contains("cache_control"), "{openai}");
+    assert_eq!(openai["messages"][0]["content"], "You are Claude Code.\n\nBe concise.");
 }

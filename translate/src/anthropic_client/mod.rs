@@ -8,7 +8,7 @@ mod request;
 mod response;
 mod stream;
 
-pub use request::request;
+pub use request::{for_openai_wire, request};
 pub use response::response;
 pub use stream::StreamFromOpenAi;
 

@@ -26,7 +26,8 @@ const TARGET: &str = "the OpenAI chat format";
 ///
 /// Dropped, as they only tune how the answer is produced: `top_k` (OpenAI has no such
 /// sampling), `thinking` (no portable mapping from a token budget to a reasoning effort),
-/// `cache_control` anywhere (OpenAI-format providers cache prompts automatically),
+/// `cache_control` on tools and on blocks other than text (text blocks keep it in the pivot,
+/// see below),
 /// `service_tier`, `output_config.effort`, `thinking`/`redacted_thinking` blocks of the
 /// history, `citations` settings, and parameters this function does not know (Anthropic adds
 /// parameters often, and clients such as Claude Code send them; refusing them would break the
@@ -38,6 +39,12 @@ const TARGET: &str = "the OpenAI chat format";
 /// `InvalidRequest` when `messages` or `max_tokens` is missing (Anthropic requires both) or
 /// the body is malformed; `Unsupported` for Anthropic's server tools (web search, code
 /// execution, computer use, …), `mcp_servers` and `container`, which only Anthropic runs.
+///
+/// `cache_control` on a `system` or user text block stays on its text part (the system message
+/// then keeps its blocks as parts), the Anthropic-style extension the Bedrock translator turns
+/// into a `cachePoint`: prompt caching survives on Bedrock. [`for_openai_wire`] removes it
+/// again for OpenAI-format providers, which cache prompts by themselves and may refuse the
+/// unknown field.
 pub fn request(body: &Value) -> Result<Value, TranslateError> {
     let obj = body.as_object().ok_or_else(|| invalid("the request body must be a JSON object"))?;
     let unsupported = |param: &str, reason: &str| TranslateError::Unsupported {
@@ -61,6 +68,16 @@ pub fn request(body: &Value) -> Result<Value, TranslateError> {
     if let Some(system) = field(obj, "system") {
         let text = match system {
             Value::String(s) => s.clone(),
+            Value::Array(blocks) if blocks.iter().any(cached) => {
+                let mut parts = Vec::with_capacity(blocks.len());
+                for (i, b) in blocks.iter().enumerate() {
+                    let mut part = json!({"type": "text", "text": text_of(b, &format!("system[{i}]"))?});
+                    keep_cache_control(b, &mut part);
+                    parts.push(part);
+                }
+                msgs.push(json!({"role": "system", "content": parts}));
+                String::new()
+            }
             Value::Array(blocks) => {
                 let mut texts = Vec::with_capacity(blocks.len());
                 for (i, b) in blocks.iter().enumerate() {
@@ -243,7 +260,9 @@ fn user_part(b: &Value, at: &str, unsupported: &Unsupported) -> Result<Option<Va
             if text.is_empty() {
                 return Ok(None);
             }
-            json!({"type": "text", "text": text})
+            let mut part = json!({"type": "text", "text": text});
+            keep_cache_control(b, &mut part);
+            part
         }
         "image" => json!({"type": "image_url", "image_url": {"url": source_url(b, at)?}}),
         "document" => {
@@ -315,6 +334,40 @@ fn source_url(b: &Value, at: &str) -> Result<String, TranslateError> {
         Some("url") => Ok(str_of("url")?.to_owned()),
         _ => Err(invalid(format!("{at}.source.type must be base64 or url"))),
     }
+}
+
+fn cached(b: &Value) -> bool {
+    b.get("cache_control").is_some_and(Value::is_object)
+}
+
+fn keep_cache_control(block: &Value, part: &mut Value) {
+    if let Some(cc) = block.get("cache_control").filter(|c| c.is_object()) {
+        part["cache_control"] = cc.clone();
+    }
+}
+
+/// The pivot as OpenAI-format providers take it: without the `cache_control` that
+/// [`request`] keeps on text parts, and with a system message of text parts joined back into
+/// one string, as it would be without them.
+#[must_use]
+pub fn for_openai_wire(pivot: &Value) -> Value {
+    let mut v = pivot.clone();
+    let Some(msgs) = v.get_mut("messages").and_then(Value::as_array_mut) else { return v };
+    for m in msgs {
+        let system = m.get("role").and_then(Value::as_str) == Some("system");
+        let Some(parts) = m.get_mut("content").and_then(Value::as_array_mut) else { continue };
+        for p in parts.iter_mut() {
+            if let Some(o) = p.as_object_mut() {
+                o.remove("cache_control");
+            }
+        }
+        if system {
+            let texts: Vec<&str> =
+                parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect();
+            m["content"] = Value::String(texts.join("\n\n"));
+        }
+    }
+    v
 }
 
 fn text_of(b: &Value, at: &str) -> Result<String, TranslateError> {
