@@ -64,6 +64,8 @@ pub async fn run(args: DevArgs, stop: CancellationToken) -> anyhow::Result<()> {
         usage_flush_interval: std::time::Duration::from_millis(50),
         usage_max_txn_rate: 25.0,
         rate_window: std::time::Duration::from_secs(60),
+        tls_cert: None,
+        tls_key: None,
         clock_offset_file: None,
     };
     let secrets = llmgw_control_plane::Secrets {
@@ -86,6 +88,7 @@ pub async fn run(args: DevArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let edge_args = llmgw_edge::EdgeArgs {
         config: None,
         control_plane: vec![format!("http://{grpc}")],
+        control_plane_ca: None,
         edge_id: Some("dev-edge".into()),
         check: false,
         listen: args.listen,

@@ -24,6 +24,7 @@ use llmgw_shared::proto::admin_server::AdminServer;
 use llmgw_shared::proto::sync_server::SyncServer;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::ServerTlsConfig;
 
 use crate::auth::TokenCheck;
 use crate::broadcast::Broadcaster;
@@ -78,6 +79,12 @@ pub struct ControlPlaneArgs {
     /// wants to see many windows quickly.
     #[arg(long, env = "LLMGW_RATE_WINDOW", default_value = "60s", value_parser = duration_arg, value_name = "DURATION")]
     pub rate_window: Duration,
+    /// Serve gRPC (admin API and edge sync) over TLS with this PEM certificate chain.
+    #[arg(long, env = "LLMGW_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "LLMGW_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Test hook: the wall clock budgets and usage hours follow is shifted by the number of
     /// seconds in this file.
     #[arg(long, env = "LLMGW_CLOCK_OFFSET_FILE", hide = true)]
@@ -145,6 +152,22 @@ pub enum ControlPlaneError {
     Reflection(String),
     #[error("invalid replica id {0:?}: it becomes part of store keys, so no '/' and not empty")]
     BadId(String),
+    #[error("cannot read {path}: {source}")]
+    TlsFile { path: String, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(tonic::transport::Error),
+}
+
+/// The gRPC server's TLS, when --tls-cert and --tls-key are given.
+fn server_tls(args: &ControlPlaneArgs) -> Result<Option<ServerTlsConfig>, ControlPlaneError> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else { return Ok(None) };
+    let read = |p: &PathBuf| {
+        std::fs::read(p)
+            .map_err(|source| ControlPlaneError::TlsFile { path: p.display().to_string(), source })
+    };
+    let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+    // A client that connects and never finishes the handshake does not hold a task forever.
+    Ok(Some(ServerTlsConfig::new().identity(identity).timeout(Duration::from_secs(10))))
 }
 
 /// Opens the configured store.
@@ -292,7 +315,12 @@ pub async fn start_with_store(
         .register_encoded_file_descriptor_set(llmgw_shared::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ControlPlaneError::Reflection(e.to_string()))?;
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    let tls = server_tls(&args)?;
+    if let Some(tls) = tls.clone() {
+        builder = builder.tls_config(tls).map_err(ControlPlaneError::Tls)?;
+    }
+    let server = builder
         .http2_keepalive_interval(Some(Duration::from_secs(15)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(InterceptedService::new(
@@ -308,7 +336,7 @@ pub async fn start_with_store(
         .add_service(reflection);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
     let stop2 = stop.clone();
-    tracing::info!(grpc = %grpc, metrics = %metrics_addr, id = %cp_id, store = ?args.store, "control plane listening");
+    tracing::info!(grpc = %grpc, tls = tls.is_some(), metrics = %metrics_addr, id = %cp_id, store = ?args.store, "control plane listening");
     let done = tokio::spawn(async move {
         let r = server.serve_with_incoming_shutdown(incoming, stop2.cancelled()).await;
         tasks.close();

@@ -48,6 +48,8 @@ impl Replica {
             usage_flush_interval: Duration::from_millis(20),
             usage_max_txn_rate: 0.0,
             rate_window: std::time::Duration::from_secs(60),
+            tls_cert: None,
+            tls_key: None,
             clock_offset_file: None,
         };
         let secrets = Secrets {

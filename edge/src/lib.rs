@@ -50,6 +50,10 @@ pub struct EdgeArgs {
     /// Follow these control planes (comma-separated gRPC URLs) for config.
     #[arg(long, env = "LLMGW_CONTROL_PLANE", value_delimiter = ',', conflicts_with = "config")]
     pub control_plane: Vec<String>,
+    /// A PEM file of CA certificates to trust for `https://` control planes, besides the public
+    /// roots (a private PKI).
+    #[arg(long, env = "LLMGW_CONTROL_PLANE_CA", value_name = "FILE", conflicts_with = "config")]
+    pub control_plane_ca: Option<PathBuf>,
     /// This edge's id in the control plane's listings; default: host name and a random suffix.
     #[arg(long, env = "LLMGW_EDGE_ID")]
     pub edge_id: Option<String>,
@@ -113,6 +117,17 @@ pub enum EdgeError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
+    #[error("cannot read --control-plane-ca {path}: {source}")]
+    ControlPlaneCa { path: String, source: std::io::Error },
+}
+
+/// TLS for `https://` control planes: the public roots, and the operator's CA if given.
+fn control_plane_tls(ca: Option<&std::path::Path>) -> Result<tonic::transport::ClientTlsConfig, EdgeError> {
+    let tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+    let Some(path) = ca else { return Ok(tls) };
+    let pem = std::fs::read(path)
+        .map_err(|source| EdgeError::ControlPlaneCa { path: path.display().to_string(), source })?;
+    Ok(tls.ca_certificate(tonic::transport::Certificate::from_pem(pem)))
 }
 
 /// Validates the config file without serving it.
@@ -192,12 +207,14 @@ async fn start(args: &EdgeArgs, stop: &CancellationToken) -> Result<Started, Edg
                 endpoints: args.control_plane.clone(),
                 edge_id: args.edge_id.clone().unwrap_or_else(default_edge_id),
                 token: std::env::var("LLMGW_EDGE_TOKEN").ok().filter(|t| !t.is_empty()),
+                tls: control_plane_tls(args.control_plane_ca.as_deref())?,
             };
             tracing::info!(edge_id = %opts.edge_id, "config from the control plane");
             let report = report::ReportOptions {
                 endpoints: opts.endpoints.clone(),
                 edge_id: opts.edge_id.clone(),
                 token: opts.token.clone(),
+                tls: opts.tls.clone(),
                 interval: Duration::from_millis(args.usage_interval_ms.max(10)),
                 spool_dir: args.spool_dir.clone(),
                 max_pending: args.usage_buffer_reports,

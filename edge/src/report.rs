@@ -31,6 +31,7 @@ pub struct ReportOptions {
     pub endpoints: Vec<String>,
     pub edge_id: String,
     pub token: Option<String>,
+    pub tls: tonic::transport::ClientTlsConfig,
     pub interval: Duration,
     pub spool_dir: Option<PathBuf>,
     /// Unacked reports kept in memory; beyond it the oldest are dropped (metric + log).
@@ -445,7 +446,8 @@ async fn open_stream(
     opts: &ReportOptions,
     resend: Vec<UsageReport>,
 ) -> Result<(mpsc::UnboundedSender<UsageReport>, Acks), SessionError> {
-    let channel = crate::sync::connect(url).await.map_err(|e| SessionError::Connect(e.to_string()))?;
+    let channel =
+        crate::sync::connect(url, &opts.tls).await.map_err(|e| SessionError::Connect(e.to_string()))?;
     let mut client = crate::sync::authorized(channel, opts.token.as_deref());
     let (tx, rx) = mpsc::unbounded_channel::<UsageReport>();
     for r in resend {

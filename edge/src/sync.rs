@@ -10,7 +10,7 @@ use llmgw_shared::proto::sync_client::SyncClient;
 use llmgw_shared::proto::{AckConfigRequest, WatchConfigRequest, config_update};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::config::{EdgeConfig, ResolveCtx};
 use crate::state::Edge;
@@ -25,6 +25,8 @@ pub struct SyncOptions {
     pub edge_id: String,
     /// Sent as `authorization: Bearer` when the control plane requires one (LLMGW_EDGE_TOKEN).
     pub token: Option<String>,
+    /// For `https://` control planes: the public roots, plus `--control-plane-ca` if given.
+    pub tls: ClientTlsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,8 +104,11 @@ pub(crate) fn authorized(
     })
 }
 
-pub(crate) async fn connect(url: &str) -> Result<Channel, SessionError> {
-    let ep = Endpoint::from_shared(url.to_owned()).map_err(|_| SessionError::Url(url.to_owned()))?;
+pub(crate) async fn connect(url: &str, tls: &ClientTlsConfig) -> Result<Channel, SessionError> {
+    let mut ep = Endpoint::from_shared(url.to_owned()).map_err(|_| SessionError::Url(url.to_owned()))?;
+    if url.starts_with("https://") {
+        ep = ep.tls_config(tls.clone())?;
+    }
     Ok(ep
         .connect_timeout(Duration::from_secs(3))
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -120,7 +125,7 @@ async fn session(
     edge: &Arc<Edge>,
     clients: &ClientCache,
 ) -> Result<bool, SessionError> {
-    let channel = connect(url).await?;
+    let channel = connect(url, &opts.tls).await?;
     let mut client = authorized(channel, opts.token.as_deref()).max_decoding_message_size(MAX_MESSAGE);
     let known = edge.config().map_or(0, |c| c.revision);
     let req = WatchConfigRequest {
@@ -303,7 +308,12 @@ mod tests {
             .add_service(SyncServer::new(Scripted(Mutex::new(scripts))))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
         let server = tokio::spawn(server);
-        let opts = SyncOptions { endpoints: vec![url.clone()], edge_id: "e1".into(), token: None };
+        let opts = SyncOptions {
+            endpoints: vec![url.clone()],
+            edge_id: "e1".into(),
+            token: None,
+            tls: ClientTlsConfig::new(),
+        };
         let limits = ServerLimits { max_body_bytes: 1 << 20, body_read_timeout: Duration::from_secs(5) };
         let edge = Arc::new(Edge::new(limits));
         let clients = ClientCache::default();

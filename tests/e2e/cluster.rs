@@ -186,3 +186,50 @@ async fn a_change_through_one_replica_reaches_edges_of_the_other() {
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(status(&edge, &secret).await, 401, "--wait returned before the edge applied the revoke");
 }
+
+/// `--tls-cert`/`--tls-key`: the admin CLI and edges reach the control plane over TLS, trusting
+/// the operator's CA; plaintext and an untrusted certificate are refused.
+#[tokio::test]
+async fn a_control_plane_serves_tls_to_the_admin_cli_and_edges() {
+    let testdata = concat!(env!("CARGO_MANIFEST_DIR"), "/edge/src/testdata");
+    let (cert, key) = (format!("{testdata}/localhost.crt"), format!("{testdata}/localhost.key"));
+    let mock = MockProvider::start().await.unwrap();
+    let cp =
+        Llmgw::control_plane(&["--store", "embedded", "--tls-cert", &cert, "--tls-key", &key], &cp_env())
+            .await;
+    let url = format!("https://localhost:{}", cp.http.port());
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.yaml");
+    std::fs::write(&f, cluster_config(&mock.base_url())).unwrap();
+    let f = f.to_str().unwrap();
+
+    let plain = admin(&cp.grpc_url(), ADMIN_TOKEN, &["apply", "-f", f]).await;
+    assert!(!plain.ok, "plaintext was served: {}", plain.stdout);
+    let untrusted = admin(&url, ADMIN_TOKEN, &["apply", "-f", f]).await;
+    assert!(!untrusted.ok && untrusted.stderr.contains("certificate"), "{}", untrusted.stderr);
+    let applied = admin(&url, ADMIN_TOKEN, &["apply", "-f", f, "--ca-cert", &cert]).await;
+    assert!(applied.ok, "{}{}", applied.stdout, applied.stderr);
+    let created = admin(
+        &url,
+        ADMIN_TOKEN,
+        &["key", "create", "--name", "k", "--team", "search", "-o", "json", "--ca-cert", &cert],
+    )
+    .await;
+    let secret = created.json()["secret"].as_str().unwrap().to_owned();
+
+    let edge_dir = tempfile::tempdir().unwrap();
+    let args = [
+        "edge",
+        "--control-plane",
+        &url,
+        "--control-plane-ca",
+        &cert,
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
+    let edge = Llmgw::spawn(&args, &[], edge_dir.path()).await;
+    edge.wait_ready().await;
+    assert_eq!(status(&edge, &secret).await, 200);
+}
