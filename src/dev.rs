@@ -66,6 +66,7 @@ pub async fn run(args: DevArgs, stop: CancellationToken) -> anyhow::Result<()> {
         rate_window: std::time::Duration::from_secs(60),
         tls_cert: None,
         tls_key: None,
+        tls_client_ca: None,
         clock_offset_file: None,
     };
     let secrets = llmgw_control_plane::Secrets {
@@ -89,6 +90,8 @@ pub async fn run(args: DevArgs, stop: CancellationToken) -> anyhow::Result<()> {
         config: None,
         control_plane: vec![format!("http://{grpc}")],
         control_plane_ca: None,
+        control_plane_cert: None,
+        control_plane_key: None,
         edge_id: Some("dev-edge".into()),
         check: false,
         listen: args.listen,

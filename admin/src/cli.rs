@@ -26,6 +26,12 @@ pub struct AdminArgs {
     /// A PEM file of CA certificates to trust for an https:// endpoint, besides the public roots.
     #[arg(long, global = true, env = "LLMGW_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+    /// A PEM client certificate, for a control plane that requires one (mTLS).
+    #[arg(long, global = true, env = "LLMGW_CLIENT_CERT", value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(long, global = true, env = "LLMGW_CLIENT_KEY", value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -39,6 +45,7 @@ impl AdminArgs {
             endpoint: self.endpoint.clone(),
             token: self.token.as_deref().and_then(first_token),
             ca_cert: self.ca_cert.clone(),
+            client_identity: self.client_cert.clone().zip(self.client_key.clone()),
         }
     }
 }

@@ -27,6 +27,8 @@ pub(crate) struct Connection {
     pub endpoint: String,
     pub token: Option<String>,
     pub ca_cert: Option<PathBuf>,
+    /// Client certificate and key (PEM files) for mTLS.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// A connected Admin client.
@@ -62,10 +64,12 @@ impl Client {
             .tcp_nodelay(true);
         if url.starts_with("https://") {
             endpoint = endpoint
-                .tls_config(tls_config(c.ca_cert.as_deref())?)
+                .tls_config(tls_config(c.ca_cert.as_deref(), c.client_identity.as_ref())?)
                 .map_err(|e| AdminError::Usage(format!("cannot set up TLS: {}", chain(&e))))?;
-        } else if c.ca_cert.is_some() {
-            return Err(AdminError::Usage(format!("--ca-cert needs an https:// endpoint, not {url}")));
+        } else if c.ca_cert.is_some() || c.client_identity.is_some() {
+            return Err(AdminError::Usage(format!(
+                "--ca-cert and --client-cert need an https:// endpoint, not {url}"
+            )));
         }
         let channel = match tokio::time::timeout(HANDSHAKE_TIMEOUT, endpoint.connect()).await {
             Ok(Ok(channel)) => channel,
@@ -122,12 +126,24 @@ fn normalize(endpoint: &str) -> Result<String, AdminError> {
     Ok(url)
 }
 
-fn tls_config(ca_cert: Option<&std::path::Path>) -> Result<ClientTlsConfig, AdminError> {
-    let config = ClientTlsConfig::new().with_webpki_roots();
-    let Some(path) = ca_cert else { return Ok(config) };
-    let pem = std::fs::read(path)
-        .map_err(|e| AdminError::Usage(format!("cannot read --ca-cert {}: {e}", path.display())))?;
-    Ok(config.ca_certificate(Certificate::from_pem(pem)))
+fn tls_config(
+    ca_cert: Option<&std::path::Path>,
+    identity: Option<&(PathBuf, PathBuf)>,
+) -> Result<ClientTlsConfig, AdminError> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| AdminError::Usage(format!("cannot read {flag} {}: {e}", path.display())))
+    };
+    let mut config = ClientTlsConfig::new().with_webpki_roots();
+    if let Some(path) = ca_cert {
+        config = config.ca_certificate(Certificate::from_pem(read("--ca-cert", path)?));
+    }
+    if let Some((cert, key)) = identity {
+        let identity =
+            tonic::transport::Identity::from_pem(read("--client-cert", cert)?, read("--client-key", key)?);
+        config = config.identity(identity);
+    }
+    Ok(config)
 }
 
 /// An error and its causes on one line, leaving out tonic's bare "transport error" heading.
@@ -166,7 +182,12 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
-        let c = Connection { endpoint: format!("http://127.0.0.1:{port}"), token: None, ca_cert: None };
+        let c = Connection {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            token: None,
+            ca_cert: None,
+            client_identity: None,
+        };
         let Err(e) = Client::connect(&c).await else { panic!("connected to a closed port") };
         let shown = e.to_string();
         assert!(shown.starts_with(&format!("cannot reach the control plane at http://127.0.0.1:{port}: ")));
@@ -175,8 +196,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_token_a_header_cannot_carry_is_a_usage_error() {
-        let c =
-            Connection { endpoint: "http://127.0.0.1:1".into(), token: Some("a\nb".into()), ca_cert: None };
+        let c = Connection {
+            endpoint: "http://127.0.0.1:1".into(),
+            token: Some("a\nb".into()),
+            ca_cert: None,
+            client_identity: None,
+        };
         assert!(matches!(Client::connect(&c).await, Err(AdminError::Usage(_))));
     }
 }

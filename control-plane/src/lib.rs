@@ -85,6 +85,9 @@ pub struct ControlPlaneArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "LLMGW_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA (mTLS) from edges and admin clients.
+    #[arg(long, env = "LLMGW_TLS_CLIENT_CA", value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Test hook: the wall clock budgets and usage hours follow is shifted by the number of
     /// seconds in this file.
     #[arg(long, env = "LLMGW_CLOCK_OFFSET_FILE", hide = true)]
@@ -167,7 +170,11 @@ fn server_tls(args: &ControlPlaneArgs) -> Result<Option<ServerTlsConfig>, Contro
     };
     let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
     // A client that connects and never finishes the handshake does not hold a task forever.
-    Ok(Some(ServerTlsConfig::new().identity(identity).timeout(Duration::from_secs(10))))
+    let mut tls = ServerTlsConfig::new().identity(identity).timeout(Duration::from_secs(10));
+    if let Some(ca) = &args.tls_client_ca {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
 }
 
 /// Opens the configured store.

@@ -50,6 +50,7 @@ impl Replica {
             rate_window: std::time::Duration::from_secs(60),
             tls_cert: None,
             tls_key: None,
+            tls_client_ca: None,
             clock_offset_file: None,
         };
         let secrets = Secrets {

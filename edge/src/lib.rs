@@ -54,6 +54,12 @@ pub struct EdgeArgs {
     /// roots (a private PKI).
     #[arg(long, env = "LLMGW_CONTROL_PLANE_CA", value_name = "FILE", conflicts_with = "config")]
     pub control_plane_ca: Option<PathBuf>,
+    /// A PEM client certificate for a control plane that requires one (mTLS).
+    #[arg(long, env = "LLMGW_CONTROL_PLANE_CERT", value_name = "FILE", requires = "control_plane_key")]
+    pub control_plane_cert: Option<PathBuf>,
+    /// The PEM private key of --control-plane-cert.
+    #[arg(long, env = "LLMGW_CONTROL_PLANE_KEY", value_name = "FILE", requires = "control_plane_cert")]
+    pub control_plane_key: Option<PathBuf>,
     /// This edge's id in the control plane's listings; default: host name and a random suffix.
     #[arg(long, env = "LLMGW_EDGE_ID")]
     pub edge_id: Option<String>,
@@ -117,17 +123,24 @@ pub enum EdgeError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
-    #[error("cannot read --control-plane-ca {path}: {source}")]
-    ControlPlaneCa { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {source}")]
+    TlsFile { path: String, source: std::io::Error },
 }
 
-/// TLS for `https://` control planes: the public roots, and the operator's CA if given.
-fn control_plane_tls(ca: Option<&std::path::Path>) -> Result<tonic::transport::ClientTlsConfig, EdgeError> {
-    let tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
-    let Some(path) = ca else { return Ok(tls) };
-    let pem = std::fs::read(path)
-        .map_err(|source| EdgeError::ControlPlaneCa { path: path.display().to_string(), source })?;
-    Ok(tls.ca_certificate(tonic::transport::Certificate::from_pem(pem)))
+/// TLS for `https://` control planes: the public roots and the operator's CA if given, and a
+/// client certificate for mTLS if given.
+fn control_plane_tls(args: &EdgeArgs) -> Result<tonic::transport::ClientTlsConfig, EdgeError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| EdgeError::TlsFile { path: path.display().to_string(), source })
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+    if let Some(ca) = &args.control_plane_ca {
+        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&args.control_plane_cert, &args.control_plane_key) {
+        tls = tls.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(tls)
 }
 
 /// Validates the config file without serving it.
@@ -207,7 +220,7 @@ async fn start(args: &EdgeArgs, stop: &CancellationToken) -> Result<Started, Edg
                 endpoints: args.control_plane.clone(),
                 edge_id: args.edge_id.clone().unwrap_or_else(default_edge_id),
                 token: std::env::var("LLMGW_EDGE_TOKEN").ok().filter(|t| !t.is_empty()),
-                tls: control_plane_tls(args.control_plane_ca.as_deref())?,
+                tls: control_plane_tls(args)?,
             };
             tracing::info!(edge_id = %opts.edge_id, "config from the control plane");
             let report = report::ReportOptions {

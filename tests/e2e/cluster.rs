@@ -187,49 +187,87 @@ async fn a_change_through_one_replica_reaches_edges_of_the_other() {
     assert_eq!(status(&edge, &secret).await, 401, "--wait returned before the edge applied the revoke");
 }
 
-/// `--tls-cert`/`--tls-key`: the admin CLI and edges reach the control plane over TLS, trusting
-/// the operator's CA; plaintext and an untrusted certificate are refused.
-#[tokio::test]
-async fn a_control_plane_serves_tls_to_the_admin_cli_and_edges() {
-    let testdata = concat!(env!("CARGO_MANIFEST_DIR"), "/edge/src/testdata");
-    let (cert, key) = (format!("{testdata}/localhost.crt"), format!("{testdata}/localhost.key"));
+/// A control plane started with `cp_tls` flags, administered with `admin_tls` and followed by an
+/// edge with `edge_tls`: the edge serves a key created over TLS. Returns the control plane's
+/// https URL and a config file, for more checks.
+async fn over_tls(
+    cp_tls: &[&str],
+    admin_tls: &[&str],
+    edge_tls: &[&str],
+) -> (Llmgw, String, tempfile::TempDir) {
     let mock = MockProvider::start().await.unwrap();
-    let cp =
-        Llmgw::control_plane(&["--store", "embedded", "--tls-cert", &cert, "--tls-key", &key], &cp_env())
-            .await;
+    let mut args = vec!["--store", "embedded"];
+    args.extend_from_slice(cp_tls);
+    let cp = Llmgw::control_plane(&args, &cp_env()).await;
     let url = format!("https://localhost:{}", cp.http.port());
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("c.yaml");
     std::fs::write(&f, cluster_config(&mock.base_url())).unwrap();
-    let f = f.to_str().unwrap();
+    let apply = [&["apply", "-f", f.to_str().unwrap()][..], admin_tls].concat();
+    let applied = admin(&url, ADMIN_TOKEN, &apply).await;
+    assert!(applied.ok, "{}{}", applied.stdout, applied.stderr);
+    let create =
+        [&["key", "create", "--name", "k", "--team", "search", "-o", "json"][..], admin_tls].concat();
+    let created = admin(&url, ADMIN_TOKEN, &create).await;
+    let secret = created.json()["secret"].as_str().unwrap().to_owned();
+    let mut args =
+        vec!["edge", "--control-plane", &url, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+    args.extend_from_slice(edge_tls);
+    let edge_dir = tempfile::tempdir().unwrap();
+    let edge = Llmgw::spawn(&args, &[], edge_dir.path()).await;
+    edge.wait_ready().await;
+    assert_eq!(status(&edge, &secret).await, 200);
+    drop((edge, mock));
+    (cp, url, dir)
+}
 
+fn testdata(name: &str) -> String {
+    format!("{}/tests/testdata/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `--tls-cert`/`--tls-key`: the admin CLI and edges reach the control plane over TLS, trusting
+/// the operator's CA; plaintext and an untrusted certificate are refused.
+#[tokio::test]
+async fn a_control_plane_serves_tls_to_the_admin_cli_and_edges() {
+    let (ca, cert, key) = (testdata("ca.crt"), testdata("server.crt"), testdata("server.key"));
+    let (cp, url, dir) = over_tls(
+        &["--tls-cert", &cert, "--tls-key", &key],
+        &["--ca-cert", &ca],
+        &["--control-plane-ca", &ca],
+    )
+    .await;
+    let f = dir.path().join("c.yaml");
+    let f = f.to_str().unwrap();
     let plain = admin(&cp.grpc_url(), ADMIN_TOKEN, &["apply", "-f", f]).await;
     assert!(!plain.ok, "plaintext was served: {}", plain.stdout);
     let untrusted = admin(&url, ADMIN_TOKEN, &["apply", "-f", f]).await;
     assert!(!untrusted.ok && untrusted.stderr.contains("certificate"), "{}", untrusted.stderr);
-    let applied = admin(&url, ADMIN_TOKEN, &["apply", "-f", f, "--ca-cert", &cert]).await;
-    assert!(applied.ok, "{}{}", applied.stdout, applied.stderr);
-    let created = admin(
-        &url,
-        ADMIN_TOKEN,
-        &["key", "create", "--name", "k", "--team", "search", "-o", "json", "--ca-cert", &cert],
+}
+
+/// `--tls-client-ca`: only clients with a certificate from that CA get in (mTLS).
+#[tokio::test]
+async fn a_control_plane_with_a_client_ca_requires_client_certificates() {
+    let (ca, cert, key) = (testdata("ca.crt"), testdata("server.crt"), testdata("server.key"));
+    let (client_cert, client_key) = (testdata("client.crt"), testdata("client.key"));
+    let (_cp, url, dir) = over_tls(
+        &["--tls-cert", &cert, "--tls-key", &key, "--tls-client-ca", &ca],
+        &["--ca-cert", &ca, "--client-cert", &client_cert, "--client-key", &client_key],
+        &[
+            "--control-plane-ca",
+            &ca,
+            "--control-plane-cert",
+            &client_cert,
+            "--control-plane-key",
+            &client_key,
+        ],
     )
     .await;
-    let secret = created.json()["secret"].as_str().unwrap().to_owned();
-
-    let edge_dir = tempfile::tempdir().unwrap();
-    let args = [
-        "edge",
-        "--control-plane",
-        &url,
-        "--control-plane-ca",
-        &cert,
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ];
-    let edge = Llmgw::spawn(&args, &[], edge_dir.path()).await;
-    edge.wait_ready().await;
-    assert_eq!(status(&edge, &secret).await, 200);
+    let f = dir.path().join("c.yaml");
+    let no_cert = admin(&url, ADMIN_TOKEN, &["apply", "-f", f.to_str().unwrap(), "--ca-cert", &ca]).await;
+    assert!(!no_cert.ok, "served without a client certificate: {}", no_cert.stdout);
+    // A server certificate is not a client certificate.
+    let wrong = ["--ca-cert", &ca, "--client-cert", &cert, "--client-key", &key];
+    let wrong =
+        admin(&url, ADMIN_TOKEN, &[&["apply", "-f", f.to_str().unwrap()][..], &wrong[..]].concat()).await;
+    assert!(!wrong.ok, "served with a server certificate as client: {}", wrong.stdout);
 }
