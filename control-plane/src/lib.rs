@@ -157,8 +157,8 @@ pub enum ControlPlaneError {
     BadId(String),
     #[error("cannot read {path}: {source}")]
     TlsFile { path: String, source: std::io::Error },
-    #[error("TLS: {0}")]
-    Tls(tonic::transport::Error),
+    #[error("the TLS certificate or key is not usable")]
+    Tls(#[source] tonic::transport::Error),
 }
 
 /// The gRPC server's TLS, when --tls-cert and --tls-key are given.

@@ -125,6 +125,8 @@ pub enum EdgeError {
     Metrics(#[from] metrics::MetricsError),
     #[error("cannot read {path}: {source}")]
     TlsFile { path: String, source: std::io::Error },
+    #[error("{0} holds no PEM certificate")]
+    NoCertificate(String),
 }
 
 /// TLS for `https://` control planes: the public roots and the operator's CA if given, and a
@@ -135,7 +137,15 @@ fn control_plane_tls(args: &EdgeArgs) -> Result<tonic::transport::ClientTlsConfi
     };
     let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
     if let Some(ca) = &args.control_plane_ca {
-        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
+        let pem = read(ca)?;
+        // tonic skips what does not parse: a wrong file would leave only the public roots and an
+        // edge that never connects, so it fails the start instead.
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+        if !certs.is_ok_and(|c| !c.is_empty()) {
+            return Err(EdgeError::NoCertificate(ca.display().to_string()));
+        }
+        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
     }
     if let (Some(cert), Some(key)) = (&args.control_plane_cert, &args.control_plane_key) {
         tls = tls.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));

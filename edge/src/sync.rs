@@ -33,7 +33,9 @@ pub struct SyncOptions {
 pub(crate) enum SessionError {
     #[error("bad control-plane URL {0:?}")]
     Url(String),
-    #[error("connect: {0}")]
+    // tonic's own text is only "transport error": the reason (refused, untrusted certificate,
+    // wrong host name) is in its causes.
+    #[error("connect: {}", crate::forward::chain(.0))]
     Connect(#[from] tonic::transport::Error),
     #[error("{0}")]
     Status(#[from] tonic::Status),

@@ -271,3 +271,57 @@ async fn a_control_plane_with_a_client_ca_requires_client_certificates() {
         admin(&url, ADMIN_TOKEN, &[&["apply", "-f", f.to_str().unwrap()][..], &wrong[..]].concat()).await;
     assert!(!wrong.ok, "served with a server certificate as client: {}", wrong.stdout);
 }
+
+/// A certificate file that is not one, or a key that does not fit, stops the process at start
+/// with the reason, instead of a server or edge that never works.
+#[tokio::test]
+async fn tls_files_that_cannot_be_used_fail_the_start_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.txt");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let run = |args: Vec<String>| {
+        let mut cmd = std::process::Command::new(crate::harness::bin());
+        cmd.args(&args).current_dir(dir.path());
+        for (k, v) in cp_env() {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let edge = run([
+        "edge",
+        "--control-plane",
+        "https://localhost:1",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .chain(["--control-plane-ca".into(), not_pem.display().to_string()])
+    .collect());
+    let err = String::from_utf8_lossy(&edge.stderr);
+    assert!(!edge.status.success() && err.contains("holds no PEM certificate"), "{err}");
+
+    let cp = run([
+        "control-plane",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        "d",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .chain(["--tls-cert".into(), testdata("server.crt"), "--tls-key".into(), testdata("ca.crt")])
+    .collect());
+    let err = String::from_utf8_lossy(&cp.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(!cp.status.success() && last.contains("not usable"), "{err}");
+    // The cause is spelled out, not only tonic's "transport error".
+    assert!(
+        last.trim_end().len() > "error: the TLS certificate or key is not usable: transport error".len(),
+        "{last}"
+    );
+}

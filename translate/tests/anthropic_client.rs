@@ -270,10 +270,10 @@ fn stream_round_trip_through_the_pivot() {
 }
 
 /// Prompt caching survives the pivot: `cache_control` on system and user text blocks becomes
-/// Bedrock's `cachePoint` (and stays `cache_control` for Anthropic; Gemini ignores it), while
-/// OpenAI-format providers get the fixture's plain form.
+/// Bedrock's `cachePoint` (and would stay `cache_control` were the pivot sent on to Anthropic;
+/// Gemini ignores it), while OpenAI-format providers get the fixture's plain form.
 #[test]
-fn cache_control_on_text_reaches_bedrock_and_anthropic() {
+fn cache_control_on_text_reaches_bedrock() {
     let d = dir("client/request");
     let input = read_json(&d.join("system_blocks_stream.anthropic.json"));
     let pivot = anthropic_client::request(&input).unwrap();
@@ -300,4 +300,15 @@ fn cache_control_on_text_reaches_bedrock_and_anthropic() {
     let openai = anthropic_client::for_openai_wire(&pivot);
     assert!(!openai.to_string().contains("cache_control"), "{openai}");
     assert_eq!(openai["messages"][0]["content"], "You are Claude Code.\n\nBe concise.");
+
+    // Empty system blocks add nothing, cached or not: no empty part, no system message at all.
+    let cc = json!({"type": "ephemeral"});
+    let mut input = input;
+    input["system"] =
+        json!([{"type": "text", "text": "", "cache_control": cc}, {"type": "text", "text": "Hi."}]);
+    let pivot = anthropic_client::request(&input).unwrap();
+    assert_eq!(pivot["messages"][0]["content"], json!([{"type": "text", "text": "Hi."}]));
+    input["system"] = json!([{"type": "text", "text": "", "cache_control": cc}]);
+    let pivot = anthropic_client::request(&input).unwrap();
+    assert_eq!(pivot["messages"][0]["role"], "user", "{pivot}");
 }

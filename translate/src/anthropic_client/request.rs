@@ -71,11 +71,17 @@ pub fn request(body: &Value) -> Result<Value, TranslateError> {
             Value::Array(blocks) if blocks.iter().any(cached) => {
                 let mut parts = Vec::with_capacity(blocks.len());
                 for (i, b) in blocks.iter().enumerate() {
-                    let mut part = json!({"type": "text", "text": text_of(b, &format!("system[{i}]"))?});
-                    keep_cache_control(b, &mut part);
-                    parts.push(part);
+                    let text = text_of(b, &format!("system[{i}]"))?;
+                    // As the joined form: empty blocks add nothing (nor their cache point).
+                    if !text.is_empty() {
+                        let mut part = json!({"type": "text", "text": text});
+                        keep_cache_control(b, &mut part);
+                        parts.push(part);
+                    }
                 }
-                msgs.push(json!({"role": "system", "content": parts}));
+                if !parts.is_empty() {
+                    msgs.push(json!({"role": "system", "content": parts}));
+                }
                 String::new()
             }
             Value::Array(blocks) => {
